@@ -1,0 +1,78 @@
+"""agentx_sync: a synchronous, threaded WebSocket client for AI-trading agents.
+
+A background IO thread keeps the connection alive (pings, stale detection,
+reconnects with backoff and jitter, re-subscription) and feeds a lock-protected
+cache and a bounded event queue; callbacks run on a separate dispatcher thread.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .backoff import BackoffPolicy
+from .client import AgentExchangeWS
+from .errors import (
+    AgentNotFoundError,
+    AgentXError,
+    AuthenticationError,
+    CallbackError,
+    ClientClosedError,
+    ConnectionLostError,
+    ConnectionReplacedError,
+    InvalidChannelError,
+    OrderFailedError,
+    ProtocolError,
+    ServerError,
+    StaleConnectionError,
+    SubscriptionLimitError,
+    TLSError,
+    UnknownActionError,
+)
+from .models import (
+    Candle,
+    Connected,
+    ConnectionState,
+    Disconnected,
+    ErrorEvent,
+    Health,
+    Order,
+    OrderSide,
+    OrderStatus,
+    Portfolio,
+    Ticker,
+)
+
+__all__ = [
+    "AgentExchangeWS",
+    "AgentNotFoundError",
+    "AgentXError",
+    "AuthenticationError",
+    "BackoffPolicy",
+    "CallbackError",
+    "Candle",
+    "ClientClosedError",
+    "Connected",
+    "ConnectionLostError",
+    "ConnectionReplacedError",
+    "ConnectionState",
+    "Disconnected",
+    "ErrorEvent",
+    "Health",
+    "InvalidChannelError",
+    "Order",
+    "OrderFailedError",
+    "OrderSide",
+    "OrderStatus",
+    "Portfolio",
+    "ProtocolError",
+    "ServerError",
+    "StaleConnectionError",
+    "SubscriptionLimitError",
+    "TLSError",
+    "Ticker",
+    "UnknownActionError",
+]
+
+__version__ = "0.1.0"
+
+logging.getLogger("agentx_sync").addHandler(logging.NullHandler())

@@ -1,0 +1,655 @@
+"""The public clients: lifecycle, decorators and getters over the shared machinery.
+
+A client wires a sans-IO dialect to a :class:`~agentx_sync.connection.Connection`
+(the IO thread), a :class:`~agentx_sync.state.State` (the cache) and a
+:class:`~agentx_sync.dispatch.Dispatcher` (the callback thread). The IO
+thread calls the ``link_*`` methods; everything else here runs on the
+caller's thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, ClassVar, TypeVar
+
+from .backoff import BackoffPolicy
+from .connection import Connection, Dialect
+from .dialects import ErrorMessage, Subscribed, Unsubscribed, Verdict
+from .dialects.agentexchange import (
+    AgentExchangeDialect,
+    Interest,
+    Subscription,
+    check_interval,
+    normalize_symbol,
+)
+from .dispatch import Callback, Dispatcher, EventQueue
+from .errors import (
+    AgentXError,
+    CallbackError,
+    ClientClosedError,
+    OrderFailedError,
+    ProtocolError,
+    SubscriptionLimitError,
+    server_error,
+)
+from .models import (
+    Candle,
+    Connected,
+    ConnectionState,
+    Disconnected,
+    ErrorEvent,
+    Health,
+    Order,
+    OrderStatus,
+    Portfolio,
+    Ticker,
+)
+from .state import State
+
+__all__ = ["AgentExchangeWS", "BaseClient"]
+
+log = logging.getLogger("agentx_sync.client")
+
+F = TypeVar("F", bound=Callable[..., Any])
+Key = tuple[str, ...]
+
+_ENDED = frozenset({ConnectionState.CLOSED, ConnectionState.FAILED, ConnectionState.REPLACED})
+
+
+class BaseClient:
+    """Lifecycle, lifecycle callbacks, the event queue and health, for every platform."""
+
+    _platform: ClassVar[str] = "platform"
+
+    def __init__(
+        self,
+        dialect: Dialect,
+        *,
+        stale_timeout: float,
+        connect_timeout: float,
+        backoff: BackoffPolicy | None,
+        max_message_size: int,
+        ssl_context: ssl.SSLContext | None,
+        event_queue_size: int,
+        callback_queue_size: int,
+        max_orders: int = 100,
+    ) -> None:
+        self._dialect = dialect
+        self._state = State(max_orders)
+        self._events: EventQueue[Any] = EventQueue(event_queue_size)
+        self._dispatcher = Dispatcher(callback_queue_size, self._callback_failed)
+        self._conn = Connection(
+            dialect,
+            self,
+            backoff=backoff,
+            stale_timeout=stale_timeout,
+            connect_timeout=connect_timeout,
+            max_message_size=max_message_size,
+            ssl_context=ssl_context,
+        )
+        # One lock for the client's own bookkeeping (callbacks, subscriptions,
+        # counters); it is always taken before the connection's send lock.
+        self._lock = threading.RLock()
+        self._callbacks: dict[Key, tuple[Callback, ...]] = {}
+        self._status = ConnectionState.NEW
+        self._started = False
+        self._opened = 0
+        self._connected_since: datetime | None = None
+        self._bad_messages = 0
+        self._server_errors = 0
+        self._last_error: str | None = None
+        self._fatal: AgentXError | None = None
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self) -> BaseClient:
+        """Start the IO and dispatcher threads and return at once (idempotent)."""
+        with self._lock:
+            if self._started:
+                return self
+            self._started = True
+            self._opened = 0
+            self._fatal = None
+            self._state.stop_waiters(None)
+            self._events.reopen()
+            self._set_status(ConnectionState.CONNECTING)
+            self._dispatcher.start()
+            self._conn.start()
+        return self
+
+    def close(self, timeout: float = 5.0) -> bool:
+        """Close the connection and join every thread of this client (idempotent).
+
+        Blocks for at most ``timeout`` seconds. Returns True when every thread
+        ended. Called from inside a callback, it returns without joining the
+        dispatcher thread, which ends as soon as that callback returns.
+        """
+        with self._lock:
+            was_started, self._started = self._started, False
+            if self._status is not ConnectionState.FAILED:
+                self._set_status(ConnectionState.CLOSED)
+        self._state.stop_waiters(self._fatal or ClientClosedError("the client was closed"))
+        deadline = time.monotonic() + timeout
+        io_done = self._conn.stop(timeout)
+        dispatch_done = self._dispatcher.stop(max(0.0, deadline - time.monotonic()))
+        self._events.close()
+        self._closed()
+        if was_started:
+            log.info("closed %s", self._dialect.safe_url)
+        return io_done and dispatch_done
+
+    def _closed(self) -> None:
+        """Platform-specific clean-up after a user's close()."""
+
+    def run_forever(self) -> None:
+        """Block until close() (starting first if needed).
+
+        Meant for ``threading.Thread(target=ws.run_forever, daemon=True)`` or the
+        main thread. Ctrl-C in the main thread closes the client and re-raises.
+
+        Raises:
+            AuthenticationError: the credentials were refused (and any other
+                error that ends the client for good).
+        """
+        self.start()
+        try:
+            self._state.wait(lambda: self._status if self._status in _ENDED else None, None, "end")
+        except ClientClosedError:
+            return
+        except KeyboardInterrupt:
+            self.close()
+            raise
+
+    def wait_connected(self, timeout: float | None = 10.0) -> None:
+        """Block until the client is connected (starting a new client first).
+
+        Raises:
+            AuthenticationError: the credentials were refused.
+            TimeoutError: no connection within ``timeout`` seconds.
+            ClientClosedError: the client was closed meanwhile.
+        """
+        if self._status is ConnectionState.NEW:
+            self.start()
+        self._state.wait(
+            lambda: True if self._status is ConnectionState.CONNECTED else None, timeout, "connection"
+        )
+
+    def __enter__(self) -> Any:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def state(self) -> ConnectionState:
+        return self._status
+
+    @property
+    def connected(self) -> bool:
+        return self._status is ConnectionState.CONNECTED
+
+    def health(self) -> Health:
+        """A snapshot of the connection, its counters and its last error."""
+        last = self._conn.last_received
+        with self._lock:
+            return Health(
+                state=self._status,
+                url=self._dialect.safe_url,
+                connected_since=self._connected_since,
+                reconnects=max(0, self._opened - 1),
+                messages=self._conn.messages,
+                bad_messages=self._bad_messages,
+                dropped_events=self._events.dropped,
+                dropped_callbacks=self._dispatcher.queue.dropped,
+                callback_errors=self._dispatcher.errors,
+                server_errors=self._server_errors,
+                last_message_age=None if last is None else time.monotonic() - last,
+                last_error=self._last_error,
+                subscriptions=self._confirmed(),
+            )
+
+    def _confirmed(self) -> tuple[str, ...]:
+        return ()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._dialect.safe_url} state={self._status.value}>"
+
+    # -- the event queue -------------------------------------------------------
+
+    def get_event(self, timeout: float | None = None) -> Any:
+        """Block for the next event (record, Connected, Disconnected, ErrorEvent).
+
+        Returns ``None`` when ``timeout`` passes, or once the client is closed
+        and the queue is empty. The queue keeps the newest ``event_queue_size``
+        events; older ones are dropped and counted in ``health().dropped_events``.
+        """
+        return self._events.get(timeout)
+
+    # -- lifecycle callbacks -----------------------------------------------------
+
+    def on_connect(self) -> Callable[[F], F]:
+        """Decorator: ``fn(event: Connected)`` after each connection opens."""
+        return self._decorator(("connect",))
+
+    def on_disconnect(self) -> Callable[[F], F]:
+        """Decorator: ``fn(event: Disconnected)`` after each connection ends."""
+        return self._decorator(("disconnect",))
+
+    def on_error(self) -> Callable[[F], F]:
+        """Decorator: ``fn(error: AgentXError)`` for every error the client meets."""
+        return self._decorator(("error",))
+
+    def _decorator(self, key: Key, then: Callable[[], None] | None = None) -> Callable[[F], F]:
+        def register(fn: F) -> F:
+            if not callable(fn):
+                raise TypeError(f"a callback must be callable, not {fn!r}")
+            with self._lock:
+                self._callbacks = {**self._callbacks, key: (*self._callbacks.get(key, ()), fn)}
+            if then is not None:
+                then()
+            return fn
+
+        return register
+
+    # -- reporting (any thread) ------------------------------------------------------
+
+    def _emit(self, key: Key, event: Any) -> None:
+        callbacks = self._callbacks.get(key)
+        if callbacks:
+            self._dispatcher.submit(((callbacks, event),))
+        self._events.put_many((event,))
+
+    def _report(self, error: AgentXError) -> None:
+        with self._lock:
+            self._last_error = f"{type(error).__name__}: {error}"
+        callbacks = self._callbacks.get(("error",))
+        if callbacks:
+            self._dispatcher.submit(((callbacks, error),))
+        self._events.put_many((ErrorEvent(error),))
+
+    def _callback_failed(self, error: CallbackError) -> None:
+        # Runs on the dispatcher thread: call on_error directly, not via the queue.
+        with self._lock:
+            self._last_error = f"{type(error).__name__}: {error}"
+        self._events.put_many((ErrorEvent(error),))
+        for callback in self._callbacks.get(("error",), ()):
+            try:
+                callback(error)
+            except Exception:
+                log.exception("an on_error callback raised")
+
+    def _set_status(self, status: ConnectionState) -> None:
+        with self._state.cond:
+            self._status = status
+            self._state.cond.notify_all()
+
+    # -- the IO thread's hooks ----------------------------------------------------
+
+    def link_opened(self, conn: Connection) -> None:
+        with self._lock:
+            if not self._started:
+                return
+            self._opened += 1
+            self._connected_since = datetime.now(UTC)
+            reconnect = self._opened > 1
+            self._on_open(conn)
+            self._set_status(ConnectionState.CONNECTED)
+        self._emit(("connect",), Connected(self._dialect.safe_url, self._connected_since, reconnect))
+
+    def _on_open(self, conn: Connection) -> None:
+        """Send what a fresh connection needs (subscriptions); client lock held."""
+
+    def link_events(self, events: list[Any]) -> None:
+        raise NotImplementedError
+
+    def link_bad_message(self, error: ProtocolError) -> None:
+        with self._lock:
+            self._bad_messages += 1
+        log.warning("ignored a bad message: %s (%.80r)", error, error.raw)
+        self._report(error)
+
+    def link_lost(self, error: AgentXError, retry_in: float | None) -> None:
+        with self._lock:
+            self._connected_since = None
+            self._on_lost()
+            if self._started:
+                self._set_status(ConnectionState.BACKOFF)
+        log.warning("%s; reconnecting in %.2f s", error, retry_in or 0.0)
+        self._report(error)
+        self._emit(("disconnect",), Disconnected(error, retry_in))
+
+    def _on_lost(self) -> None:
+        """Forget per-connection state; client lock held."""
+
+    def link_verdict(self, verdict: Verdict, error: AgentXError) -> bool:
+        self._fail(error, ConnectionState.FAILED)
+        return False
+
+    def _fail(self, error: AgentXError, status: ConnectionState) -> None:
+        """End the client for good: waiters get ``error``, callbacks hear of it."""
+        with self._lock:
+            self._fatal = error
+            self._connected_since = None
+            self._on_lost()
+            self._set_status(status)
+        log.error("%s: not reconnecting", error)
+        self._state.stop_waiters(error)
+        self._report(error)
+        self._emit(("disconnect",), Disconnected(error, None))
+
+
+class AgentExchangeWS(BaseClient):
+    """A threaded client for AgentExchange's WebSocket (PROTOCOL.md section 1).
+
+    Args:
+        api_key: the agent's api key (``ak_live_...``); never logged.
+        base_url: ``ws(s)://`` or ``http(s)://`` root of the platform.
+        stale_timeout: seconds without any message before the connection is
+            considered dead and re-opened (the server pings every 30 s).
+        connect_timeout: seconds allowed to open a connection.
+        backoff: reconnect delays (default: 1 s doubling to 60 s, 20 % jitter,
+            reset after 30 s of stable connection).
+        max_message_size: larger messages drop the connection.
+        ssl_context: for ``wss://`` (default: system CAs, host name checked).
+        event_queue_size: how many events ``get_event`` holds (oldest dropped).
+        callback_queue_size: how many events may wait for slow callbacks.
+    """
+
+    _platform: ClassVar[str] = "AgentExchange"
+
+    def __init__(
+        self,
+        api_key: str,
+        base_url: str = "ws://localhost:8000",
+        *,
+        stale_timeout: float = 40.0,
+        connect_timeout: float = 10.0,
+        backoff: BackoffPolicy | None = None,
+        max_message_size: int = 4 * 1024 * 1024,
+        ssl_context: ssl.SSLContext | None = None,
+        event_queue_size: int = 10_000,
+        callback_queue_size: int = 100_000,
+    ) -> None:
+        super().__init__(
+            AgentExchangeDialect(base_url, api_key),
+            stale_timeout=stale_timeout,
+            connect_timeout=connect_timeout,
+            backoff=backoff,
+            max_message_size=max_message_size,
+            ssl_context=ssl_context,
+            event_queue_size=event_queue_size,
+            callback_queue_size=callback_queue_size,
+        )
+        self.base_url = base_url
+        self._interest = Interest()
+        self._wire: tuple[Subscription, ...] | None = None  # None: not connected
+        self._pending: deque[dict[str, str]] = deque()
+        self._confirmed_keys: set[str] = set()
+        self._unserved: tuple[Subscription, ...] = ()
+
+    def start(self) -> AgentExchangeWS:
+        super().start()
+        return self
+
+    def __enter__(self) -> AgentExchangeWS:
+        return self.start()
+
+    # -- decorators ----------------------------------------------------------------
+
+    def on_ticker(self, symbol: str) -> Callable[[F], F]:
+        """Decorator: ``fn(ticker: Ticker)`` for each trade of ``symbol`` (or ``"all"``)."""
+        key = "*" if symbol.strip().lower() == "all" else normalize_symbol(symbol)
+        return self._decorator(("ticker", key), lambda: self._subscribe_tickers([key]))
+
+    def on_candles(self, symbol: str, interval: str) -> Callable[[F], F]:
+        """Decorator: ``fn(candle: Candle)`` for ``symbol``'s candles of ``interval``."""
+        sym, interval = normalize_symbol(symbol), check_interval(interval)
+        return self._decorator(("candles", sym, interval), lambda: self.subscribe_candles(sym, interval))
+
+    def on_order_update(self) -> Callable[[F], F]:
+        """Decorator: ``fn(order: Order)`` for each order update of the agent."""
+        return self._decorator(("orders",), lambda: self._want(orders=True))
+
+    def on_portfolio(self) -> Callable[[F], F]:
+        """Decorator: ``fn(portfolio: Portfolio)`` for each portfolio snapshot."""
+        return self._decorator(("portfolio",), lambda: self._want(portfolio=True))
+
+    # -- subscriptions ----------------------------------------------------------------
+
+    def subscribe_ticker(self, *symbols: str) -> None:
+        """Receive trades of these symbols (``"all"`` for every pair); kept across reconnects."""
+        self._subscribe_tickers(
+            ["*" if s.strip().lower() == "all" else normalize_symbol(s) for s in symbols]
+        )
+
+    def unsubscribe_ticker(self, *symbols: str) -> None:
+        with self._lock:
+            for symbol in symbols:
+                if symbol.strip().lower() == "all":
+                    self._interest.all_tickers = False
+                else:
+                    self._interest.tickers.discard(normalize_symbol(symbol))
+            self._resubscribe()
+
+    def subscribe_candles(self, symbol: str, interval: str) -> None:
+        """Receive ``symbol``'s candles of ``interval`` (one of 1m, 5m, 1h, 1d)."""
+        with self._lock:
+            self._interest.candles.add((normalize_symbol(symbol), check_interval(interval)))
+            self._resubscribe()
+
+    def unsubscribe_candles(self, symbol: str, interval: str) -> None:
+        with self._lock:
+            self._interest.candles.discard((normalize_symbol(symbol), interval))
+            self._resubscribe()
+
+    def subscriptions(self) -> tuple[str, ...]:
+        """The channel keys this client wants, e.g. ``("ticker:BTCUSDT", "orders")``."""
+        i = self._interest
+        keys = ["ticker:all"] if i.all_tickers else []
+        keys += [f"ticker:{s}" for s in sorted(i.tickers)]
+        keys += [f"candles:{s}:{iv}" for s, iv in sorted(i.candles)]
+        keys += [k for k, on in (("orders", i.orders), ("portfolio", i.portfolio)) if on]
+        return tuple(keys)
+
+    def _subscribe_tickers(self, keys: Iterable[str]) -> None:
+        with self._lock:
+            for key in keys:
+                if key == "*":
+                    self._interest.all_tickers = True
+                else:
+                    self._interest.tickers.add(key)
+            self._resubscribe()
+
+    def _want(self, *, orders: bool = False, portfolio: bool = False) -> None:
+        with self._lock:
+            self._interest.orders |= orders
+            self._interest.portfolio |= portfolio
+            self._resubscribe()
+
+    def _resubscribe(self) -> None:
+        """Bring the wire in line with the interest (client lock held)."""
+        plan = self._interest.plan()
+        if plan.unserved != self._unserved:
+            self._unserved = plan.unserved
+            if plan.unserved:
+                keys = ", ".join(s.key for s in plan.unserved)
+                self._report(
+                    SubscriptionLimitError(
+                        f"more than 10 subscriptions are needed; not subscribed: {keys}",
+                        code="SUBSCRIPTION_LIMIT",
+                    )
+                )
+        if self._wire is None:
+            return
+        old, new = self._wire, plan.subscriptions
+        # Unsubscribe first, so the server's count never passes its limit.
+        self._send([s for s in old if s not in new], "unsubscribe")
+        self._send([s for s in new if s not in old], "subscribe")
+        self._wire = new
+
+    def _send(self, subs: list[Subscription], action: str) -> None:
+        for sub in subs:
+            request = sub.request(action)
+            self._pending.append(request)
+            if not self._conn.send_text(sub.message(action)):
+                self._pending.pop()
+
+    def _on_open(self, conn: Connection) -> None:
+        self._wire = ()
+        self._pending.clear()
+        self._confirmed_keys.clear()
+        self._resubscribe()
+
+    def _on_lost(self) -> None:
+        self._wire = None
+        self._pending.clear()
+        self._confirmed_keys.clear()
+
+    def _confirmed(self) -> tuple[str, ...]:
+        return tuple(sorted(self._confirmed_keys))
+
+    # -- the IO thread's hot path ----------------------------------------------------
+
+    def link_events(self, events: list[Any]) -> None:
+        records: list[Any] = []
+        for event in events:
+            kind = type(event)
+            if kind is Ticker or kind is Candle or kind is Order or kind is Portfolio:
+                records.append(event)
+            else:
+                self._control(event)
+        if not records:
+            return
+        self._state.apply(records)
+        callbacks = self._callbacks
+        interest = self._interest
+        jobs: list[tuple[tuple[Callback, ...], Any]] = []
+        wanted: list[Any] = []
+        for record in records:
+            kind = type(record)
+            if kind is Ticker:
+                if not interest.wants_ticker(record.symbol):
+                    continue  # arrived through ticker_all for another symbol
+                keys: tuple[Key, ...] = (("ticker", record.symbol), ("ticker", "*"))
+            elif kind is Candle:
+                keys = (("candles", record.symbol, record.interval),)
+            elif kind is Order:
+                keys = (("orders",),)
+            else:
+                keys = (("portfolio",),)
+            wanted.append(record)
+            for key in keys:
+                found = callbacks.get(key)
+                if found:
+                    jobs.append((found, record))
+        if jobs:
+            self._dispatcher.submit(jobs)
+        if wanted:
+            self._events.put_many(wanted)
+
+    def _control(self, event: Any) -> None:
+        kind = type(event)
+        with self._lock:
+            if kind is Subscribed or kind is Unsubscribed:
+                for i, request in enumerate(self._pending):
+                    if Subscription(
+                        request["channel"], request.get("symbol"), request.get("interval")
+                    ).key == event.channel:
+                        del self._pending[i]
+                        break
+                if kind is Subscribed:
+                    self._confirmed_keys.add(event.channel)
+                else:
+                    self._confirmed_keys.discard(event.channel)
+                return
+            if kind is ErrorMessage:
+                # The server answers requests in order and errors name no
+                # channel: the oldest unanswered request is the one refused.
+                request = self._pending.popleft() if self._pending else None
+                self._server_errors += 1
+        if kind is ErrorMessage:
+            error = server_error(event.message, event.code, request)
+            log.warning("server error: %s", error)
+            self._report(error)
+
+    # -- getters (any thread; never block) -------------------------------------------
+
+    def get_cached_price(self, symbol: str) -> Decimal | None:
+        """The latest price of ``symbol``, or None if none has arrived. Never blocks."""
+        ticker = self._state.tickers.get(symbol.upper())
+        return None if ticker is None else ticker.price
+
+    def get_ticker(self, symbol: str) -> Ticker | None:
+        """The latest trade of ``symbol`` (price, quantity, timestamp), or None."""
+        return self._state.tickers.get(symbol.upper())
+
+    def price_age(self, symbol: str) -> float | None:
+        """Seconds since ``symbol``'s cached price arrived, or None."""
+        ticker = self._state.tickers.get(symbol.upper())
+        return None if ticker is None else time.monotonic() - ticker.received_at
+
+    def prices(self) -> dict[str, Decimal]:
+        """Every cached price, by symbol."""
+        return {s: t.price for s, t in self._state.ticker_snapshot().items()}
+
+    def get_candle(self, symbol: str, interval: str) -> Candle | None:
+        return self._state.candles.get((symbol.upper(), interval))
+
+    def get_orders(self) -> list[Order]:
+        """The last 100 order updates, oldest first."""
+        return self._state.order_list()
+
+    def get_order(self, order_id: str) -> Order | None:
+        """The latest update of ``order_id`` among the last 100, or None."""
+        return self._state.order(str(order_id))
+
+    def get_portfolio(self) -> Portfolio | None:
+        return self._state.portfolio
+
+    # -- blocking getters ------------------------------------------------------------
+
+    def wait_for_price(self, symbol: str, timeout: float | None = 10.0) -> Decimal:
+        """Block until ``symbol`` has a price (subscribing to it if needed).
+
+        Raises:
+            TimeoutError: no price within ``timeout`` seconds.
+            AuthenticationError, ClientClosedError: the client ended meanwhile.
+        """
+        sym = normalize_symbol(symbol)
+        if sym not in self._state.tickers and not self._interest.wants_ticker(sym):
+            self._subscribe_tickers([sym])
+        tickers = self._state.tickers
+        ticker = self._state.wait(lambda: tickers.get(sym), timeout, f"price for {sym}")
+        return ticker.price
+
+    def wait_for_order(
+        self, order_id: str, status: str | None = "filled", timeout: float | None = 30.0
+    ) -> Order:
+        """Block until ``order_id`` reaches ``status`` (any update if None).
+
+        Raises:
+            OrderFailedError: the order reached a different final status
+                (e.g. rejected while waiting for filled).
+            TimeoutError: not within ``timeout`` seconds.
+        """
+        order_id = str(order_id)
+
+        def probe() -> Order | None:
+            order = self._state._order(order_id)
+            if order is None or status is None or order.status == status:
+                return order
+            if isinstance(order.status, OrderStatus) and order.status.is_final:
+                return order
+            return None
+
+        order = self._state.wait(probe, timeout, f"update of order {order_id}")
+        if status is not None and order.status != status:
+            raise OrderFailedError(f"order {order_id} ended {order.status}, not {status}", order=order)
+        return order

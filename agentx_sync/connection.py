@@ -1,0 +1,447 @@
+"""The IO thread: it owns the socket, and nothing else touches it.
+
+One plain loop: connect (TCP, TLS, then the HTTP upgrade by websocket-client
+on a socket this module owns), read in large chunks, cut frames with the
+sans-IO :class:`~agentx_sync.frames.FrameReader`, decode with the dialect,
+hand whole batches to the client, answer pings, watch for silence; on any
+loss, back off and go round again. Only a fatal verdict or ``stop()`` ends it.
+
+Every third-party exception is mapped to the library's own here, at one
+boundary. ``stop()`` wakes the thread at any point: it sets a flag and shuts
+the socket down, which ends a blocked read or handshake at once; connecting
+and backing off wait on the flag in short slices.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import selectors
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import websocket
+
+from . import frames
+from .backoff import Backoff, BackoffPolicy
+from .dialects import Ping, Pong, Verdict
+from .errors import (
+    AgentXError,
+    AuthenticationError,
+    ConnectionLostError,
+    ProtocolError,
+    StaleConnectionError,
+    TLSError,
+)
+
+__all__ = ["Connection", "LinkHandler"]
+
+log = logging.getLogger("agentx_sync.connection")
+
+_READ_SIZE = 256 * 1024
+
+
+class Dialect(Protocol):
+    name: str
+    pong_counts_as_liveness: bool
+
+    @property
+    def url(self) -> str: ...
+    @property
+    def safe_url(self) -> str: ...
+    @property
+    def secrets(self) -> tuple[str, ...]: ...
+    def decode(self, text: str, now: float) -> Any: ...
+    def pong(self, ping: Ping, now_iso: str) -> str: ...
+    def handshake_verdict(self, status: int) -> Verdict: ...
+    def close_verdict(self, code: int | None, reason: str) -> Verdict: ...
+
+
+class LinkHandler(Protocol):
+    """What the connection tells the client. Called on the IO thread only."""
+
+    def link_opened(self, conn: Connection) -> None: ...
+    def link_events(self, events: list[Any]) -> None: ...
+    def link_bad_message(self, error: ProtocolError) -> None: ...
+    def link_lost(self, error: AgentXError, retry_in: float | None) -> None: ...
+    def link_verdict(self, verdict: Verdict, error: AgentXError) -> bool:
+        """A handshake refusal or close that is not a plain reconnect.
+
+        Return True to connect again at once (e.g. after a token refresh),
+        False to stop for good.
+        """
+        ...
+
+
+class _HandshakeRefused(Exception):
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class _Closed(Exception):
+    def __init__(self, code: int | None, reason: str) -> None:
+        super().__init__(code, reason)
+        self.code = code
+        self.reason = reason
+
+
+class _Stopped(Exception):
+    pass
+
+
+class Connection:
+    """One client's IO thread and socket.
+
+    Args:
+        dialect: the platform's sans-IO dialect.
+        handler: the client, told about everything that happens.
+        backoff: reconnect delays.
+        stale_timeout: seconds of server silence after which the connection
+            is closed and re-opened.
+        connect_timeout: seconds allowed for TCP, TLS and the HTTP upgrade.
+        max_message_size: larger messages fail the connection (close 1009).
+        ssl_context: for ``wss://``; default: the system's trusted CAs, with
+            certificate and host name checks on.
+    """
+
+    def __init__(
+        self,
+        dialect: Dialect,
+        handler: LinkHandler,
+        *,
+        backoff: BackoffPolicy | None = None,
+        stale_timeout: float = 40.0,
+        connect_timeout: float = 10.0,
+        max_message_size: int = 4 * 1024 * 1024,
+        ssl_context: ssl.SSLContext | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if stale_timeout <= 0 or connect_timeout <= 0:
+            raise ValueError("stale_timeout and connect_timeout must be > 0")
+        self.dialect = dialect
+        self.handler = handler
+        self.backoff = Backoff(backoff)
+        self.stale_timeout = stale_timeout
+        self.connect_timeout = connect_timeout
+        self.max_message_size = max_message_size
+        self.ssl_context = ssl_context
+        self.clock = clock
+        self.last_received: float | None = None
+        self.messages = 0
+        self._rng = random.Random()
+        self._lock = threading.Lock()  # guards _sock, _live and every send
+        self._sock: socket.socket | None = None
+        self._live: socket.socket | None = None
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        return self._thread
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def start(self) -> None:
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._run, name="agentx-sync-io", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float | None) -> bool:
+        """Close the connection and end the IO thread; False if it outlived ``timeout``."""
+        with self._lock:
+            self._stopping.set()
+            if self._live is not None:
+                self._send_close_nowait(self._live, 1000, "client closing")
+            if self._sock is not None:
+                try:
+                    self._sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        thread = self._thread
+        if thread is None or thread is threading.current_thread():
+            return True
+        thread.join(timeout)
+        return not thread.is_alive()
+
+    def send_text(self, text: str) -> bool:
+        """Send one text message from any thread; False when not connected."""
+        frame = frames.encode_frame(frames.TEXT, text.encode(), os.urandom(4))
+        with self._lock:
+            if self._live is None:
+                return False
+            try:
+                self._live.sendall(frame)
+            except OSError as exc:
+                log.debug("send failed: %s", type(exc).__name__)
+                return False
+            return True
+
+    # -- the loop ------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except _Stopped:
+            pass
+        except BaseException as exc:  # never die silently
+            log.critical("the IO thread crashed", exc_info=exc)
+            error = AgentXError(f"internal error in the IO thread: {type(exc).__name__}: {exc}")
+            self.handler.link_verdict(Verdict.FATAL, error)
+        finally:
+            with self._lock:
+                self._live = None
+                if self._sock is not None:
+                    self._sock.close()
+                    self._sock = None
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            error: AgentXError
+            try:
+                sock = self._open()
+                self._session(sock)
+                error = ConnectionLostError("the connection ended")  # not reached normally
+            except _Stopped:
+                return
+            except _HandshakeRefused as exc:
+                verdict = self.dialect.handshake_verdict(exc.status)
+                if verdict is Verdict.AUTH_FAILED:
+                    error = AuthenticationError(
+                        f"the server refused the credentials (HTTP {exc.status})", status=exc.status
+                    )
+                else:
+                    error = ConnectionLostError(f"the server refused the handshake (HTTP {exc.status})")
+                if verdict is not Verdict.RECONNECT:
+                    self._drop()
+                    if self.handler.link_verdict(verdict, error):
+                        continue
+                    return
+            except _Closed as exc:
+                error = ConnectionLostError(
+                    f"the server closed the connection ({exc.code} {exc.reason})".rstrip(),
+                    code=exc.code,
+                    reason=exc.reason,
+                )
+                verdict = self.dialect.close_verdict(exc.code, exc.reason)
+                if verdict is not Verdict.RECONNECT:
+                    self._drop()
+                    if self.handler.link_verdict(verdict, error):
+                        continue
+                    return
+            except TLSError as exc:
+                self._drop()
+                self.handler.link_verdict(Verdict.FATAL, exc)
+                return
+            except ProtocolError as exc:
+                error = exc
+                with self._lock:
+                    if self._live is not None and exc.close_code:
+                        self._send_close_nowait(self._live, exc.close_code, "protocol error")
+            except AgentXError as exc:
+                error = exc
+            except (OSError, websocket.WebSocketException) as exc:
+                if self._stopping.is_set():
+                    return
+                error = ConnectionLostError(_describe(exc))
+            self._drop()
+            if self._stopping.is_set():
+                return
+            delay = self.backoff.next_delay(self._rng.random())
+            self.handler.link_lost(error, delay)
+            if self._stopping.wait(delay):
+                return
+
+    def _drop(self) -> None:
+        self.backoff.disconnected(self.clock())
+        with self._lock:
+            self._live = None
+            sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+
+    # -- connecting ------------------------------------------------------------------
+
+    def _open(self) -> socket.socket:
+        url = self.dialect.url
+        parts = urlsplit(url)
+        secure = parts.scheme == "wss"
+        host = parts.hostname or ""
+        port = parts.port or (443 if secure else 80)
+        deadline = self.clock() + self.connect_timeout
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise ConnectionLostError(f"cannot resolve {host!r}: {exc.strerror}") from None
+        last: OSError | None = None
+        for family, kind, proto, _, addr in infos:
+            sock = socket.socket(family, kind, proto)
+            with self._lock:
+                if self._stopping.is_set():
+                    sock.close()
+                    raise _Stopped
+                self._sock = sock
+            try:
+                self._connect(sock, addr, deadline)
+                break
+            except OSError as exc:
+                last = exc
+                self._drop()
+        else:
+            raise ConnectionLostError(f"cannot connect to {host}:{port}: {_describe(last)}")
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(max(0.01, deadline - self.clock()))
+        if secure:
+            context = self.ssl_context or ssl.create_default_context()
+            try:
+                tls = context.wrap_socket(sock, server_hostname=host)
+            except ssl.SSLCertVerificationError as exc:
+                raise TLSError(f"TLS certificate of {host} refused: {exc.verify_message}") from None
+            except ssl.SSLError as exc:
+                raise TLSError(f"TLS handshake with {host} failed: {exc.reason}") from None
+            with self._lock:
+                self._sock = sock = tls
+        try:
+            ws = websocket.WebSocket(skip_utf8_validation=True)
+            ws.connect(url, socket=sock, timeout=max(0.01, deadline - self.clock()), suppress_origin=True)
+        except websocket.WebSocketBadStatusException as exc:
+            raise _HandshakeRefused(exc.status_code) from None
+        except websocket.WebSocketException as exc:
+            raise ConnectionLostError(f"the HTTP upgrade failed: {type(exc).__name__}") from None
+        return sock
+
+    def _connect(self, sock: socket.socket, addr: Any, deadline: float) -> None:
+        """A non-blocking connect that notices stop() within 50 ms."""
+        sock.setblocking(False)
+        err = sock.connect_ex(addr)
+        if err not in (0, getattr(socket, "EINPROGRESS", 115), 10035):
+            raise OSError(err, os.strerror(err))
+        with selectors.DefaultSelector() as sel:
+            sel.register(sock, selectors.EVENT_WRITE)
+            while not sel.select(min(0.05, max(0.0, deadline - self.clock()))):
+                if self._stopping.is_set():
+                    raise _Stopped
+                if self.clock() >= deadline:
+                    raise TimeoutError("connect timed out")
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            raise OSError(err, os.strerror(err))
+        sock.setblocking(True)
+
+    # -- a live connection ---------------------------------------------------------
+
+    def _session(self, sock: socket.socket) -> None:
+        dialect = self.dialect
+        decode = dialect.decode
+        clock = self.clock
+        handler = self.handler
+        reader = frames.FrameReader(self.max_message_size)
+        now = clock()
+        self.last_received = now
+        self.backoff.connected(now)
+        with self._lock:
+            if self._stopping.is_set():
+                raise _Stopped
+            self._live = sock
+        log.info("connected to %s", dialect.safe_url)
+        handler.link_opened(self)
+        recv = sock.recv
+        stale = self.stale_timeout
+        pong_alive = dialect.pong_counts_as_liveness
+        while True:
+            remaining = self.last_received + stale - clock()
+            if remaining <= 0:
+                raise StaleConnectionError(f"nothing received for {stale:g} s; reconnecting")
+            sock.settimeout(remaining)
+            try:
+                data = recv(_READ_SIZE)
+            except (TimeoutError, socket.timeout):
+                continue
+            except (OSError, ssl.SSLError) as exc:
+                if self._stopping.is_set():
+                    raise _Stopped from None
+                raise ConnectionLostError(f"the connection broke: {_describe(exc)}") from None
+            if not data:
+                if self._stopping.is_set():
+                    raise _Stopped
+                raise ConnectionLostError("the server dropped the connection without a close frame")
+            now = clock()
+            events: list[Any] = []
+            alive = False
+            for opcode, payload in reader.feed(data):
+                if opcode == frames.TEXT:
+                    self.messages += 1
+                    try:
+                        event = decode(payload, now)  # type: ignore[arg-type]
+                    except ProtocolError as exc:
+                        alive = True
+                        handler.link_bad_message(exc)
+                        continue
+                    kind = type(event)
+                    if kind is Pong:
+                        alive = alive or pong_alive
+                        continue
+                    alive = True
+                    if kind is Ping:
+                        iso = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+                        self.send_text(dialect.pong(event, iso))
+                    elif event is not None:
+                        events.append(event)
+                elif opcode == frames.PING:
+                    alive = True
+                    self._send_frame(frames.encode_frame(frames.PONG, payload, os.urandom(4)))  # type: ignore[arg-type]
+                elif opcode == frames.PONG:
+                    alive = alive or pong_alive
+                elif opcode == frames.CLOSE:
+                    code, reason = frames.parse_close(payload)  # type: ignore[arg-type]
+                    if events:
+                        handler.link_events(events)
+                    with self._lock:
+                        if self._live is not None:
+                            self._send_close_nowait(self._live, code or 1000, "")
+                            self._live = None
+                    raise _Closed(code, reason)
+                else:
+                    alive = True
+                    handler.link_bad_message(ProtocolError("a binary frame, where only text is expected"))
+            if alive:
+                self.last_received = now
+            if events:
+                handler.link_events(events)
+
+    def _send_frame(self, frame: bytes) -> None:
+        with self._lock:
+            if self._live is not None:
+                try:
+                    self._live.sendall(frame)
+                except OSError:
+                    pass
+
+    @staticmethod
+    def _send_close_nowait(sock: socket.socket, code: int, reason: str) -> None:
+        """Best effort: a close frame if the socket can take it right now."""
+        try:
+            with selectors.DefaultSelector() as sel:
+                sel.register(sock, selectors.EVENT_WRITE)
+                if sel.select(0):
+                    sock.send(frames.encode_close(code, reason, os.urandom(4)))
+        except (OSError, ValueError):
+            pass
+
+
+def _describe(exc: BaseException | None) -> str:
+    """A short, secret-free description of a network error."""
+    if exc is None:
+        return "unknown error"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return type(exc).__name__

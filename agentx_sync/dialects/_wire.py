@@ -1,0 +1,78 @@
+"""Converters from wire values to the library's types, in one place.
+
+Each raises :class:`ProtocolError` naming the field, never anything else.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from ..errors import ProtocolError
+
+__all__ = ["as_bool", "as_dec", "as_dict", "as_opt_dec", "as_opt_str", "as_opt_ts", "as_str", "as_ts"]
+
+
+def as_dec(value: Any, name: str) -> Decimal:
+    """A finite Decimal from a decimal string (or, tolerated, a JSON number)."""
+    kind = type(value)
+    try:
+        if kind is str:
+            result = Decimal(value)
+        elif kind is float or kind is int:
+            result = Decimal(repr(value))
+        else:
+            raise ProtocolError(f"field {name!r} is {kind.__name__}, not a decimal")
+    except InvalidOperation:
+        raise ProtocolError(f"field {name!r} is not a decimal: {str(value)[:40]!r}") from None
+    if not result.is_finite():
+        raise ProtocolError(f"field {name!r} is not finite: {value!r}")
+    return result
+
+
+def as_opt_dec(value: Any, name: str) -> Decimal | None:
+    return None if value is None else as_dec(value, name)
+
+
+def as_ts(value: Any, name: str) -> datetime:
+    """An aware UTC datetime from an ISO-8601 string (``Z`` or an offset)."""
+    if type(value) is not str:
+        raise ProtocolError(f"field {name!r} is {type(value).__name__}, not a timestamp")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ProtocolError(f"field {name!r} is not an ISO-8601 timestamp: {value[:40]!r}") from None
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def as_opt_ts(value: Any, name: str) -> datetime | None:
+    return None if value is None else as_ts(value, name)
+
+
+def as_str(value: Any, name: str) -> str:
+    if type(value) is not str or not value:
+        raise ProtocolError(f"field {name!r} is missing or not a string")
+    return value
+
+
+def as_opt_str(value: Any, name: str) -> str | None:
+    if value is None:
+        return None
+    if type(value) is not str:
+        raise ProtocolError(f"field {name!r} is {type(value).__name__}, not a string")
+    return value
+
+
+def as_bool(value: Any, name: str) -> bool | None:
+    if value is None or type(value) is bool:
+        return value
+    raise ProtocolError(f"field {name!r} is {type(value).__name__}, not a boolean")
+
+
+def as_dict(value: Any, name: str) -> dict[str, Any]:
+    if type(value) is not dict:
+        raise ProtocolError(f"{name!r} is {type(value).__name__}, not an object")
+    return value

@@ -1,0 +1,322 @@
+"""The AgentExchange protocol (PROTOCOL.md section 1), sans-IO.
+
+What the real server does, and this module follows:
+
+- ``{base_url}/ws/v1?api_key=...``; a bad key is refused at the handshake with 403.
+- ``{"action": "subscribe", "channel": ..., "symbol": ..., "interval": ...}``;
+  acks ``{"type": "subscribed", "channel": "ticker:BTCUSDT"}``; at most 10
+  subscriptions per connection, ``orders`` and ``portfolio`` included.
+- Data envelopes have no ``type``; they are keyed by ``channel``, decimals are
+  strings, timestamps ISO-8601 ``Z``.
+- ``{"type": "ping"}`` must be answered with exactly ``{"action": "pong"}``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from typing import Any, Final
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import attrs
+
+from ..errors import ProtocolError
+from ..models import Candle, Order, OrderSide, OrderStatus, Portfolio, Ticker
+from . import ErrorMessage, Ping, Subscribed, Unsubscribed, Verdict, loads
+from ._wire import as_bool, as_dec, as_dict, as_opt_dec, as_opt_str, as_opt_ts, as_str, as_ts
+
+__all__ = [
+    "INTERVALS",
+    "MAX_SUBSCRIPTIONS",
+    "AgentExchangeDialect",
+    "Interest",
+    "Plan",
+    "Subscription",
+    "build_url",
+    "decode",
+]
+
+#: Candle intervals the server accepts (its docs also list 15m and 4h; it refuses them).
+INTERVALS: Final = ("1m", "5m", "1h", "1d")
+MAX_SUBSCRIPTIONS: Final = 10
+PONG: Final = '{"action":"pong"}'
+
+
+@attrs.frozen(order=True)
+class Subscription:
+    """One server-side subscription."""
+
+    channel: str  # "ticker", "ticker_all", "candles", "orders" or "portfolio"
+    symbol: str | None = None
+    interval: str | None = None
+
+    @property
+    def key(self) -> str:
+        """The channel key the server uses in its ``subscribed`` ack."""
+        if self.channel == "ticker_all":
+            return "ticker:all"
+        return ":".join(p for p in (self.channel, self.symbol, self.interval) if p)
+
+    def request(self, action: str = "subscribe") -> dict[str, str]:
+        req = {"action": action, "channel": self.channel}
+        if self.symbol:
+            req["symbol"] = self.symbol
+        if self.interval:
+            req["interval"] = self.interval
+        return req
+
+    def message(self, action: str = "subscribe") -> str:
+        return json.dumps(self.request(action), separators=(",", ":"))
+
+
+TICKER_ALL: Final = Subscription("ticker_all")
+ORDERS: Final = Subscription("orders")
+PORTFOLIO: Final = Subscription("portfolio")
+
+
+def normalize_symbol(symbol: str) -> str:
+    if not isinstance(symbol, str) or not symbol.strip():
+        raise ValueError(f"a symbol must be a non-empty string, not {symbol!r}")
+    return symbol.strip().upper()
+
+
+def check_interval(interval: str) -> str:
+    if interval not in INTERVALS:
+        raise ValueError(
+            f"candle interval {interval!r} is not served by AgentExchange; use one of {', '.join(INTERVALS)}"
+        )
+    return interval
+
+
+@attrs.frozen
+class Plan:
+    """The subscriptions to hold on the wire, and what could not fit."""
+
+    subscriptions: tuple[Subscription, ...]
+    #: Wanted but beyond the server's limit (only candles can end up here).
+    unserved: tuple[Subscription, ...] = ()
+    #: True when tickers are served by ``ticker_all`` and filtered client-side.
+    via_ticker_all: bool = False
+
+
+@attrs.define
+class Interest:
+    """What the user wants to receive; :meth:`plan` maps it onto the wire."""
+
+    tickers: set[str] = attrs.Factory(set)
+    all_tickers: bool = False
+    candles: set[tuple[str, str]] = attrs.Factory(set)
+    orders: bool = False
+    portfolio: bool = False
+
+    def wants_ticker(self, symbol: str) -> bool:
+        return self.all_tickers or symbol in self.tickers
+
+    def plan(self, limit: int = MAX_SUBSCRIPTIONS) -> Plan:
+        """Fit the interest into ``limit`` subscriptions.
+
+        Individual ticker subscriptions are used while tickers and candles fit;
+        beyond that one ``ticker_all`` serves every symbol (filtered by the
+        client). ``orders`` and ``portfolio`` take the slots that are left: the
+        server pushes both to the agent's connections whether or not they
+        were subscribed, so leaving them out loses nothing.
+        """
+        candles = [Subscription("candles", s, i) for s, i in sorted(self.candles)]
+        tickers = [Subscription("ticker", s) for s in sorted(self.tickers)]
+        extras = [s for s, wanted in ((ORDERS, self.orders), (PORTFOLIO, self.portfolio)) if wanted]
+        via_all = self.all_tickers or len(candles) + len(tickers) > limit
+        if via_all:
+            tickers = [TICKER_ALL]
+        wanted = tickers + candles
+        served, unserved = wanted[:limit], wanted[limit:]
+        served += extras[: limit - len(served)]
+        return Plan(tuple(served), tuple(unserved), via_all)
+
+
+def build_url(base_url: str, api_key: str) -> str:
+    """``{base_url}/ws/v1?api_key=...``, mapping http(s) to ws(s)."""
+    return f"{_endpoint(base_url)}?api_key={quote(api_key, safe='')}"
+
+
+def _endpoint(base_url: str) -> str:
+    parts = urlsplit(base_url.strip())
+    scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme.lower())
+    if scheme is None or not parts.netloc:
+        raise ValueError(f"base_url must be a ws://, wss://, http:// or https:// URL, not {base_url!r}")
+    path = parts.path.rstrip("/")
+    if not path.endswith("/ws/v1"):
+        path += "/ws/v1"
+    return urlunsplit((scheme, parts.netloc, path, "", ""))
+
+
+# -- decoding -----------------------------------------------------------------
+
+Event = Ticker | Candle | Order | Portfolio | Ping | Subscribed | Unsubscribed | ErrorMessage
+
+
+def _symbol(msg: dict[str, Any], data: dict[str, Any]) -> str:
+    return as_str(msg.get("symbol") or data.get("symbol"), "symbol").upper()
+
+
+def _ticker(msg: dict[str, Any], data: dict[str, Any], now: float) -> Ticker:
+    return Ticker(
+        _symbol(msg, data),
+        as_dec(data.get("price"), "price"),
+        as_opt_dec(data.get("quantity"), "quantity"),
+        as_opt_ts(data.get("timestamp"), "timestamp"),
+        as_bool(data.get("is_buyer_maker"), "is_buyer_maker"),
+        now,
+    )
+
+
+def _candle(msg: dict[str, Any], data: dict[str, Any], now: float) -> Candle:
+    interval = msg.get("interval") or data.get("interval")
+    return Candle(
+        _symbol(msg, data),
+        as_str(interval, "interval"),
+        as_opt_ts(data.get("time", data.get("open_time")), "time"),
+        as_dec(data.get("open"), "open"),
+        as_dec(data.get("high"), "high"),
+        as_dec(data.get("low"), "low"),
+        as_dec(data.get("close"), "close"),
+        as_opt_dec(data.get("volume"), "volume"),
+        as_bool(data.get("is_closed"), "is_closed"),
+        now,
+    )
+
+
+def _enum(kind: type[OrderStatus] | type[OrderSide], value: Any, name: str) -> Any:
+    text = as_opt_str(value, name)
+    if text is None:
+        return None
+    try:
+        return kind(text.lower())
+    except ValueError:
+        return text  # tolerated: a status or side this library does not know yet
+
+
+def _order(msg: dict[str, Any], data: dict[str, Any], now: float) -> Order:
+    status = _enum(OrderStatus, data.get("status"), "status")
+    if status is None:
+        raise ProtocolError("field 'status' is missing")
+    order_id = data.get("order_id")
+    if type(order_id) is int:
+        order_id = str(order_id)
+    symbol = as_opt_str(data.get("symbol"), "symbol")
+    return Order(
+        as_str(order_id, "order_id"),
+        status,
+        symbol.upper() if symbol else None,
+        _enum(OrderSide, data.get("side"), "side"),
+        as_opt_str(data.get("type"), "type"),
+        as_opt_dec(data.get("quantity"), "quantity"),
+        as_opt_dec(data.get("executed_price"), "executed_price"),
+        as_opt_dec(data.get("executed_quantity"), "executed_quantity"),
+        as_opt_dec(data.get("fee"), "fee"),
+        as_opt_ts(data.get("filled_at"), "filled_at"),
+        as_opt_ts(data.get("cancelled_at"), "cancelled_at"),
+        as_opt_str(data.get("rejected_reason"), "rejected_reason"),
+        as_opt_dec(data.get("price"), "price"),
+        now,
+    )
+
+
+def _portfolio(msg: dict[str, Any], data: dict[str, Any], now: float) -> Portfolio:
+    return Portfolio(
+        as_dec(data.get("total_equity"), "total_equity"),
+        as_opt_dec(data.get("available_cash"), "available_cash"),
+        as_opt_dec(data.get("unrealized_pnl"), "unrealized_pnl"),
+        as_opt_dec(data.get("realized_pnl"), "realized_pnl"),
+        as_opt_ts(data.get("timestamp"), "timestamp"),
+        as_opt_dec(data.get("roi_pct"), "roi_pct"),
+        now,
+    )
+
+
+_DATA: Final[dict[str, Callable[[dict[str, Any], dict[str, Any], float], Event]]] = {
+    "ticker": _ticker,
+    "candles": _candle,
+    "orders": _order,
+    "portfolio": _portfolio,
+}
+
+
+def _control(msg: dict[str, Any]) -> Event | None:
+    kind = msg["type"]
+    if kind == "ping":
+        return Ping()
+    if kind == "subscribed":
+        return Subscribed(as_str(msg.get("channel"), "channel"))
+    if kind == "unsubscribed":
+        return Unsubscribed(as_str(msg.get("channel"), "channel"))
+    if kind == "error":
+        text = msg.get("message")
+        return ErrorMessage(text if type(text) is str else "", as_opt_str(msg.get("code"), "code"))
+    return None
+
+
+def decode(text: str, now: float) -> Event | None:
+    """One server message as an event; ``None`` for what is tolerated and ignored.
+
+    Args:
+        text: the message's text.
+        now: the receive time (``time.monotonic()``), stamped on data records.
+
+    Raises:
+        ProtocolError: the message is not JSON, or a field is malformed.
+    """
+    msg = loads(text)
+    try:
+        if "type" in msg:
+            return _control(msg)
+        decoder = _DATA.get(msg.get("channel"))  # type: ignore[arg-type]
+        if decoder is None:
+            return None  # an unknown channel: tolerated
+        return decoder(msg, as_dict(msg.get("data"), "data"), now)
+    except ProtocolError as exc:
+        exc.raw = text[:200]
+        raise
+    except TypeError:  # e.g. an unhashable "channel"
+        raise ProtocolError("a message of an unexpected shape", raw=text) from None
+
+
+class AgentExchangeDialect:
+    """Everything platform-specific about AgentExchange, for the IO layer."""
+
+    name: Final = "agentexchange"
+    #: Every message from the server proves the link is alive.
+    pong_counts_as_liveness: Final = True
+
+    def __init__(self, base_url: str, api_key: str) -> None:
+        if not isinstance(api_key, str) or not api_key:
+            raise ValueError("api_key must be a non-empty string")
+        self._endpoint = _endpoint(base_url)
+        self._api_key = api_key
+
+    @property
+    def url(self) -> str:
+        """The connection URL (it carries the api key: never log it)."""
+        return f"{self._endpoint}?api_key={quote(self._api_key, safe='')}"
+
+    @property
+    def safe_url(self) -> str:
+        """The URL with the api key masked."""
+        return f"{self._endpoint}?api_key=***"
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return (self._api_key, quote(self._api_key, safe=""))
+
+    decode = staticmethod(decode)
+
+    def pong(self, ping: Ping, now_iso: str) -> str:
+        return PONG
+
+    def handshake_verdict(self, status: int) -> Verdict:
+        return Verdict.AUTH_FAILED if status in (401, 403) else Verdict.RECONNECT
+
+    def close_verdict(self, code: int | None, reason: str) -> Verdict:
+        return Verdict.RECONNECT
+
+    def subscription_messages(self, subs: Iterable[Subscription], action: str) -> list[str]:
+        return [s.message(action) for s in subs]

@@ -1,0 +1,144 @@
+"""Bounded event queues and the dispatcher thread that runs user callbacks.
+
+The IO thread only appends to queues here; user code runs on the dispatcher
+thread (``agentx-sync-dispatch``), in arrival order, so a slow or failing
+callback never stalls reading, heartbeats or reconnects.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any, Generic, TypeVar
+
+from .errors import CallbackError
+
+__all__ = ["Dispatcher", "EventQueue"]
+
+log = logging.getLogger("agentx_sync.dispatch")
+
+T = TypeVar("T")
+Callback = Callable[[Any], object]
+
+
+class EventQueue(Generic[T]):
+    """A bounded FIFO that drops its oldest item when full, and counts drops."""
+
+    def __init__(self, maxsize: int) -> None:
+        if maxsize < 1:
+            raise ValueError("maxsize must be >= 1")
+        self.maxsize = maxsize
+        self.dropped = 0
+        self._items: deque[T] = deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put_many(self, items: Iterable[T]) -> None:
+        """Append items (never blocks); the oldest make room when full."""
+        queue = self._items
+        limit = self.maxsize
+        with self._cond:
+            for item in items:
+                if len(queue) >= limit:
+                    queue.popleft()
+                    self.dropped += 1
+                queue.append(item)
+            self._cond.notify()
+
+    def get(self, timeout: float | None) -> T | None:
+        """Block until an item arrives; ``None`` on timeout or once closed and empty."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._items or self._closed, timeout):
+                return None
+            return self._items.popleft() if self._items else None
+
+    def get_all(self, timeout: float | None) -> list[T]:
+        """Block until items arrive, then take them all (``[]`` on timeout or close)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._items or self._closed, timeout)
+            items = list(self._items)
+            self._items.clear()
+            return items
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def reopen(self) -> None:
+        with self._cond:
+            self._closed = False
+            self._items.clear()
+
+
+class Dispatcher:
+    """Runs ``(callbacks, argument)`` jobs on one named daemon thread.
+
+    Args:
+        maxsize: jobs held while callbacks are busy; beyond it the oldest are
+            dropped (and counted in ``dropped``).
+        on_error: called (on the dispatcher thread) with a
+            :class:`CallbackError` when a callback raises.
+    """
+
+    def __init__(self, maxsize: int, on_error: Callable[[CallbackError], None]) -> None:
+        self.queue: EventQueue[tuple[tuple[Callback, ...], Any]] = EventQueue(maxsize)
+        self.errors = 0
+        self._on_error = on_error
+        self._thread: threading.Thread | None = None
+        self._stop = False
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        return self._thread
+
+    def start(self) -> None:
+        self._stop = False
+        self.queue.reopen()
+        self._thread = threading.Thread(target=self._run, name="agentx-sync-dispatch", daemon=True)
+        self._thread.start()
+
+    def submit(self, jobs: Iterable[tuple[tuple[Callback, ...], Any]]) -> None:
+        self.queue.put_many(jobs)
+
+    def stop(self, timeout: float | None) -> bool:
+        """Stop after the running callback; pending jobs are discarded.
+
+        Returns False when the thread did not end within ``timeout`` (a
+        callback still running). Never joins from the dispatcher thread itself.
+        """
+        self._stop = True
+        self.queue.close()
+        thread = self._thread
+        if thread is None or thread is threading.current_thread():
+            return True
+        thread.join(timeout)
+        return not thread.is_alive()
+
+    def _run(self) -> None:
+        get_all = self.queue.get_all
+        while not self._stop:
+            for callbacks, arg in get_all(None):
+                for callback in callbacks:
+                    if self._stop:
+                        return
+                    try:
+                        callback(arg)
+                    except Exception as exc:
+                        self._failed(callback, exc)
+
+    def _failed(self, callback: Callback, exc: Exception) -> None:
+        self.errors += 1
+        name = getattr(callback, "__qualname__", repr(callback))
+        log.error("callback %s raised %s", name, type(exc).__name__, exc_info=exc)
+        error = CallbackError(f"callback {name} raised {type(exc).__name__}: {exc}", callback=name)
+        error.__cause__ = exc
+        try:
+            self._on_error(error)
+        except Exception:
+            log.exception("the on_error callback raised too")

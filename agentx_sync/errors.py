@@ -1,0 +1,169 @@
+"""The exceptions agentx_sync raises, rooted at :class:`AgentXError`.
+
+::
+
+    AgentXError
+    ├── AuthenticationError        handshake refused (401/403): never retried
+    ├── AgentNotFoundError         Nexgent close 1008: the agent is not yours
+    ├── ConnectionReplacedError    Nexgent close 1000 "New connection established"
+    ├── ConnectionLostError        the connection dropped; the client reconnects
+    │   └── StaleConnectionError   nothing heard for ``stale_timeout`` seconds
+    ├── TLSError                   the server's certificate was refused: not retried
+    ├── ProtocolError              a frame or message the library cannot accept
+    ├── ServerError                the server sent an ``error`` message
+    │   ├── InvalidChannelError        code INVALID_CHANNEL
+    │   ├── SubscriptionLimitError     code SUBSCRIPTION_LIMIT
+    │   └── UnknownActionError         code UNKNOWN_ACTION
+    ├── CallbackError              a user callback raised (the original is ``__cause__``)
+    ├── OrderFailedError           ``wait_for_order`` saw the order end in another status
+    └── ClientClosedError          the client was closed while a caller waited
+
+Misuse (a bad interval, a negative timeout) raises ``ValueError``/``TypeError``;
+timeouts raise the built-in ``TimeoutError``. No websocket-client exception
+crosses the public API. No message here ever contains an api key or a token.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "AgentNotFoundError",
+    "AgentXError",
+    "AuthenticationError",
+    "CallbackError",
+    "ClientClosedError",
+    "ConnectionLostError",
+    "ConnectionReplacedError",
+    "InvalidChannelError",
+    "OrderFailedError",
+    "ProtocolError",
+    "ServerError",
+    "StaleConnectionError",
+    "SubscriptionLimitError",
+    "TLSError",
+    "UnknownActionError",
+    "server_error",
+]
+
+
+class AgentXError(Exception):
+    """Base of every error agentx_sync raises or reports."""
+
+
+class AuthenticationError(AgentXError):
+    """The server refused the credentials at the handshake (HTTP 401/403)."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class AgentNotFoundError(AgentXError):
+    """Nexgent closed with 1008 "Agent not found": the agent is not the token owner's."""
+
+
+class ConnectionReplacedError(AgentXError):
+    """Another client connected for the same Nexgent agent and replaced this one."""
+
+
+class ConnectionLostError(AgentXError):
+    """The connection dropped; the client reconnects by itself."""
+
+    def __init__(self, message: str, *, code: int | None = None, reason: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+
+
+class StaleConnectionError(ConnectionLostError):
+    """Nothing arrived from the server for ``stale_timeout`` seconds."""
+
+
+class TLSError(AgentXError):
+    """TLS failed: an untrusted certificate or a wrong host name. Not retried."""
+
+
+class ProtocolError(AgentXError):
+    """A frame or message that the library cannot accept.
+
+    Attributes:
+        raw: up to 200 characters of the offending text, for diagnosis.
+        close_code: set when the WebSocket must be failed (RFC 6455 codes).
+    """
+
+    def __init__(self, message: str, *, raw: str = "", close_code: int | None = None) -> None:
+        super().__init__(message)
+        self.raw = raw[:200]
+        self.close_code = close_code
+
+
+class ServerError(AgentXError):
+    """The server answered with an ``error`` message.
+
+    Attributes:
+        code: the server's code (``INVALID_CHANNEL``...) or ``None`` (Nexgent).
+        server_message: the server's text.
+        request: the request this error answered, when the client can tell.
+    """
+
+    def __init__(
+        self,
+        server_message: str,
+        *,
+        code: str | None = None,
+        request: dict[str, Any] | None = None,
+    ) -> None:
+        text = f"{code}: {server_message}" if code else server_message
+        if request is not None:
+            text += f" (in answer to {request})"
+        super().__init__(text)
+        self.code = code
+        self.server_message = server_message
+        self.request = request
+
+
+class InvalidChannelError(ServerError):
+    """The server rejected a subscription's channel, symbol or interval."""
+
+
+class SubscriptionLimitError(ServerError):
+    """The server's limit of subscriptions per connection was reached."""
+
+
+class UnknownActionError(ServerError):
+    """The server did not understand a client message's action."""
+
+
+class CallbackError(AgentXError):
+    """A user callback raised; the original exception is ``__cause__``."""
+
+    def __init__(self, message: str, *, callback: str) -> None:
+        super().__init__(message)
+        self.callback = callback
+
+
+class OrderFailedError(AgentXError):
+    """An awaited order reached a final status other than the one waited for."""
+
+    def __init__(self, message: str, *, order: Any) -> None:
+        super().__init__(message)
+        self.order = order
+
+
+class ClientClosedError(AgentXError):
+    """The client was closed (or failed for good) while a caller was waiting."""
+
+
+_BY_CODE: dict[str, type[ServerError]] = {
+    "INVALID_CHANNEL": InvalidChannelError,
+    "SUBSCRIPTION_LIMIT": SubscriptionLimitError,
+    "UNKNOWN_ACTION": UnknownActionError,
+}
+
+
+def server_error(
+    message: str, code: str | None = None, request: dict[str, Any] | None = None
+) -> ServerError:
+    """Build the most specific :class:`ServerError` for a server error code."""
+    return _BY_CODE.get(code or "", ServerError)(message, code=code, request=request)

@@ -1,0 +1,236 @@
+"""Immutable records the library hands out: market data, orders, lifecycle events.
+
+Every record is a frozen, slotted attrs class, so getters return them without
+copying and without holding a lock. Records also read like the dicts the
+platforms' own clients pass around: ``data["price"]`` and ``data.price`` are
+the same value, and ``keys()``, ``get()``, ``in`` and ``to_dict()`` work.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+from collections.abc import Iterator
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, ClassVar
+
+import attrs
+
+__all__ = [
+    "Candle",
+    "Connected",
+    "ConnectionState",
+    "Disconnected",
+    "ErrorEvent",
+    "Health",
+    "Order",
+    "OrderSide",
+    "OrderStatus",
+    "Portfolio",
+    "Record",
+    "Ticker",
+]
+
+
+def _meta() -> Any:
+    """A field that is bookkeeping, not wire data: hidden from keys() and eq."""
+    return attrs.field(default=0.0, eq=False, repr=False, metadata={"meta": True})
+
+
+@functools.cache
+def _keys(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in attrs.fields(cls) if not f.metadata.get("meta"))
+
+
+class Record:
+    """Mixin: read-only mapping access over an attrs record's wire fields."""
+
+    __slots__ = ()
+    _aliases: ClassVar[dict[str, str]] = {}
+
+    def keys(self) -> tuple[str, ...]:
+        return _keys(type(self))
+
+    def __getitem__(self, key: str) -> Any:
+        name = self._aliases.get(key, key)
+        if name in _keys(type(self)):
+            return getattr(self, name)
+        raise KeyError(key)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self._aliases.get(key, key) in _keys(type(self))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_keys(type(self)))
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in _keys(type(self))}
+
+
+class OrderStatus(enum.StrEnum):
+    PENDING = "pending"
+    PARTIALLY_FILLED = "partially_filled"
+    FILLED = "filled"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+    @property
+    def is_final(self) -> bool:
+        return self in _FINAL
+
+
+_FINAL = frozenset({OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED, OrderStatus.EXPIRED})
+
+
+class OrderSide(enum.StrEnum):
+    BUY = "buy"
+    SELL = "sell"
+
+
+class ConnectionState(enum.StrEnum):
+    """Where the IO thread is: the value ``health()["state"]`` reports."""
+
+    NEW = "new"  # constructed, not started
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    BACKOFF = "backoff"  # waiting before the next attempt
+    REPLACED = "replaced"  # Nexgent: another client took this agent over
+    FAILED = "failed"  # a fatal error (authentication...) ended it
+    CLOSED = "closed"  # close() was called
+
+
+@attrs.frozen
+class Ticker(Record):
+    """The latest trade of a symbol (channel ``ticker``)."""
+
+    symbol: str
+    price: Decimal
+    quantity: Decimal | None
+    timestamp: datetime
+    is_buyer_maker: bool | None = None
+    #: ``time.monotonic()`` when it arrived; ``AgentExchangeWS.price_age`` uses it.
+    received_at: float = _meta()
+
+
+@attrs.frozen
+class Candle(Record):
+    """An OHLCV candle (channel ``candles``); ``data["open_time"]`` is ``time``."""
+
+    _aliases: ClassVar[dict[str, str]] = {"open_time": "time"}
+
+    symbol: str
+    interval: str
+    time: datetime | None
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: Decimal | None
+    is_closed: bool | None = None
+    received_at: float = _meta()
+
+
+@attrs.frozen
+class Order(Record):
+    """An order update (channel ``orders``). Unknown statuses stay plain ``str``."""
+
+    order_id: str
+    status: OrderStatus | str
+    symbol: str | None = None
+    side: OrderSide | str | None = None
+    type: str | None = None
+    quantity: Decimal | None = None
+    executed_price: Decimal | None = None
+    executed_quantity: Decimal | None = None
+    fee: Decimal | None = None
+    filled_at: datetime | None = None
+    cancelled_at: datetime | None = None
+    rejected_reason: str | None = None
+    price: Decimal | None = None
+    received_at: float = _meta()
+
+
+@attrs.frozen
+class Portfolio(Record):
+    """A portfolio snapshot (channel ``portfolio``)."""
+
+    total_equity: Decimal
+    available_cash: Decimal | None = None
+    unrealized_pnl: Decimal | None = None
+    realized_pnl: Decimal | None = None
+    timestamp: datetime | None = None
+    roi_pct: Decimal | None = None
+    received_at: float = _meta()
+
+
+@attrs.frozen
+class Connected(Record):
+    """A connection opened (``on_connect`` callbacks and ``get_event``)."""
+
+    url: str  # credentials masked
+    at: datetime
+    reconnect: bool  # False for the first connection of a start()
+
+
+@attrs.frozen
+class Disconnected(Record):
+    """A connection ended (``on_disconnect`` callbacks and ``get_event``).
+
+    Attributes:
+        error: why it ended.
+        retry_in: seconds until the next attempt, or ``None`` when the client
+            will not reconnect (fatal error, takeover, close).
+    """
+
+    error: Exception | None
+    retry_in: float | None
+
+
+@attrs.frozen
+class ErrorEvent(Record):
+    """An error, as it travels through the event queue (``get_event``)."""
+
+    error: Exception
+
+
+@attrs.frozen
+class Health(Record):
+    """A snapshot of a client's connection, from ``health()``.
+
+    Attributes:
+        state: where the IO thread is.
+        url: the endpoint, with credentials masked.
+        connected_since: when the current connection opened, or ``None``.
+        reconnects: connections opened after the first one.
+        messages: data messages decoded since start.
+        bad_messages: messages that could not be decoded (each was logged).
+        dropped_events: events dropped from the full ``get_event`` queue.
+        dropped_callbacks: events dropped because callbacks fell behind.
+        callback_errors: exceptions raised by user callbacks.
+        server_errors: ``error`` messages from the server.
+        last_message_age: seconds since the server last sent anything.
+        last_error: the most recent error, as text.
+        subscriptions: channels the server has confirmed on this connection.
+    """
+
+    state: ConnectionState
+    url: str
+    connected_since: datetime | None
+    reconnects: int
+    messages: int
+    bad_messages: int
+    dropped_events: int
+    dropped_callbacks: int
+    callback_errors: int
+    server_errors: int
+    last_message_age: float | None
+    last_error: str | None
+    subscriptions: tuple[str, ...] = ()
