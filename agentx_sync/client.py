@@ -390,7 +390,7 @@ class AgentExchangeWS(BaseClient):
         self.base_url = base_url
         self._interest = Interest()
         self._wire: tuple[Subscription, ...] | None = None  # None: not connected
-        self._pending: deque[dict[str, str]] = deque()
+        self._pending: deque[tuple[Subscription, str]] = deque()  # sent, not yet answered
         self._confirmed_keys: set[str] = set()
         self._unserved: tuple[Subscription, ...] = ()
 
@@ -425,9 +425,7 @@ class AgentExchangeWS(BaseClient):
 
     def subscribe_ticker(self, *symbols: str) -> None:
         """Receive trades of these symbols (``"all"`` for every pair); kept across reconnects."""
-        self._subscribe_tickers(
-            ["*" if s.strip().lower() == "all" else normalize_symbol(s) for s in symbols]
-        )
+        self._subscribe_tickers(["*" if s.strip().lower() == "all" else normalize_symbol(s) for s in symbols])
 
     def unsubscribe_ticker(self, *symbols: str) -> None:
         with self._lock:
@@ -496,8 +494,7 @@ class AgentExchangeWS(BaseClient):
 
     def _send(self, subs: list[Subscription], action: str) -> None:
         for sub in subs:
-            request = sub.request(action)
-            self._pending.append(request)
+            self._pending.append((sub, action))
             if not self._conn.send_text(sub.message(action)):
                 self._pending.pop()
 
@@ -556,28 +553,25 @@ class AgentExchangeWS(BaseClient):
 
     def _control(self, event: Any) -> None:
         kind = type(event)
-        with self._lock:
-            if kind is Subscribed or kind is Unsubscribed:
-                for i, request in enumerate(self._pending):
-                    if Subscription(
-                        request["channel"], request.get("symbol"), request.get("interval")
-                    ).key == event.channel:
+        if kind is ErrorMessage:
+            with self._lock:
+                # The server answers requests in order and its errors name no
+                # channel: the oldest unanswered request is the one refused.
+                sub, action = self._pending.popleft() if self._pending else (None, "")
+                self._server_errors += 1
+            error = server_error(event.message, event.code, sub.request(action) if sub else None)
+            log.warning("server error: %s", error)
+            self._report(error)
+        elif kind is Subscribed or kind is Unsubscribed:
+            with self._lock:
+                for i, (sub, _) in enumerate(self._pending):
+                    if sub.key == event.channel:
                         del self._pending[i]
                         break
                 if kind is Subscribed:
                     self._confirmed_keys.add(event.channel)
                 else:
                     self._confirmed_keys.discard(event.channel)
-                return
-            if kind is ErrorMessage:
-                # The server answers requests in order and errors name no
-                # channel: the oldest unanswered request is the one refused.
-                request = self._pending.popleft() if self._pending else None
-                self._server_errors += 1
-        if kind is ErrorMessage:
-            error = server_error(event.message, event.code, request)
-            log.warning("server error: %s", error)
-            self._report(error)
 
     # -- getters (any thread; never block) -------------------------------------------
 

@@ -49,8 +49,10 @@ _READ_SIZE = 256 * 1024
 
 
 class Dialect(Protocol):
-    name: str
-    pong_counts_as_liveness: bool
+    @property
+    def name(self) -> str: ...
+    @property
+    def pong_counts_as_liveness(self) -> bool: ...
 
     @property
     def url(self) -> str: ...
@@ -312,7 +314,13 @@ class Connection:
                 self._sock = sock = tls
         try:
             ws = websocket.WebSocket(skip_utf8_validation=True)
-            ws.connect(url, socket=sock, timeout=max(0.01, deadline - self.clock()), suppress_origin=True)
+            ws.connect(  # type: ignore[no-untyped-call]
+                url,
+                socket=sock,
+                timeout=max(0.01, deadline - self.clock()),
+                suppress_origin=True,
+                redirect_limit=0,
+            )
         except websocket.WebSocketBadStatusException as exc:
             raise _HandshakeRefused(exc.status_code) from None
         except websocket.WebSocketException as exc:
@@ -364,7 +372,7 @@ class Connection:
             sock.settimeout(remaining)
             try:
                 data = recv(_READ_SIZE)
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 continue
             except (OSError, ssl.SSLError) as exc:
                 if self._stopping.is_set():

@@ -122,15 +122,21 @@ class Dispatcher:
 
     def _run(self) -> None:
         get_all = self.queue.get_all
-        while not self._stop:
-            for callbacks, arg in get_all(None):
+        while True:
+            jobs = get_all(None)
+            if self._stopped():
+                return
+            for callbacks, arg in jobs:
                 for callback in callbacks:
-                    if self._stop:
+                    if self._stopped():
                         return
                     try:
                         callback(arg)
                     except Exception as exc:
                         self._failed(callback, exc)
+
+    def _stopped(self) -> bool:
+        return self._stop
 
     def _failed(self, callback: Callback, exc: Exception) -> None:
         self.errors += 1

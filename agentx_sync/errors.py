@@ -162,8 +162,6 @@ _BY_CODE: dict[str, type[ServerError]] = {
 }
 
 
-def server_error(
-    message: str, code: str | None = None, request: dict[str, Any] | None = None
-) -> ServerError:
+def server_error(message: str, code: str | None = None, request: dict[str, Any] | None = None) -> ServerError:
     """Build the most specific :class:`ServerError` for a server error code."""
     return _BY_CODE.get(code or "", ServerError)(message, code=code, request=request)

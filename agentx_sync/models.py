@@ -9,7 +9,6 @@ the same value, and ``keys()``, ``get()``, ``in`` and ``to_dict()`` work.
 from __future__ import annotations
 
 import enum
-import functools
 from collections.abc import Iterator
 from datetime import datetime
 from decimal import Decimal
@@ -38,9 +37,14 @@ def _meta() -> Any:
     return attrs.field(default=0.0, eq=False, repr=False, metadata={"meta": True})
 
 
-@functools.cache
+_KEYS: dict[type, tuple[str, ...]] = {}
+
+
 def _keys(cls: type) -> tuple[str, ...]:
-    return tuple(f.name for f in attrs.fields(cls) if not f.metadata.get("meta"))
+    keys = _KEYS.get(cls)
+    if keys is None:
+        keys = _KEYS[cls] = tuple(f.name for f in attrs.fields(cls) if not f.metadata.get("meta"))
+    return keys
 
 
 class Record:
@@ -114,7 +118,7 @@ class Ticker(Record):
     symbol: str
     price: Decimal
     quantity: Decimal | None
-    timestamp: datetime
+    timestamp: datetime | None
     is_buyer_maker: bool | None = None
     #: ``time.monotonic()`` when it arrived; ``AgentExchangeWS.price_age`` uses it.
     received_at: float = _meta()

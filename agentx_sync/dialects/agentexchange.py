@@ -23,7 +23,7 @@ import attrs
 from ..errors import ProtocolError
 from ..models import Candle, Order, OrderSide, OrderStatus, Portfolio, Ticker
 from . import ErrorMessage, Ping, Subscribed, Unsubscribed, Verdict, loads
-from ._wire import as_bool, as_dec, as_dict, as_opt_dec, as_opt_str, as_opt_ts, as_str, as_ts
+from ._wire import as_bool, as_dec, as_dict, as_opt_dec, as_opt_str, as_opt_ts, as_str
 
 __all__ = [
     "INTERVALS",

@@ -36,6 +36,8 @@ class SimConnection:
         self.credential = credential
         self.params = params
         self.frozen = False  # half-open: neither sends nor reads
+        self.subs: set[str] = set()
+        self.last_pong = 0.0
         self.received: list[Any] = []
 
     async def send(self, message: str | bytes, *, text: bool | None = None) -> None:
@@ -257,7 +259,9 @@ class SimBase:
             return None
         self.refused_total += 1
         response = ws.respond(status, text)
-        response.headers = Headers([("Content-Type", "text/plain"), ("Content-Length", str(len(text.encode())))])
+        response.headers = Headers(
+            [("Content-Type", "text/plain"), ("Content-Length", str(len(text.encode())))]
+        )
         return response
 
     def authorize(self, path: str, params: dict[str, str]) -> tuple[int, str]:

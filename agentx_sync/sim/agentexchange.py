@@ -21,7 +21,7 @@ from typing import Any
 
 from ._server import SimBase, SimConnection
 
-__all__ = ["AgentExchangeSimulator", "DEFAULT_SYMBOLS"]
+__all__ = ["DEFAULT_SYMBOLS", "AgentExchangeSimulator"]
 
 DEFAULT_SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT")
 _START_PRICES = {"BTCUSDT": "64500", "ETHUSDT": "3400", "SOLUSDT": "150", "BNBUSDT": "580", "XRPUSDT": "0.52"}
@@ -36,6 +36,10 @@ def _now_iso() -> str:
 
 def _dumps(message: dict[str, Any]) -> str:
     return json.dumps(message, separators=(",", ":"))
+
+
+def _missed_pong(conn: SimConnection, ping_sent: float) -> bool:
+    return not conn.frozen and conn.last_pong < ping_sent
 
 
 class _Agent:
@@ -88,7 +92,10 @@ class AgentExchangeSimulator(SimBase):
         self.fill_delay = fill_delay
         self.auto_trade = auto_trade
         self.rng = random.Random(seed)
-        self.prices = {s: Decimal(_START_PRICES.get(s, str(self.rng.uniform(1, 1000)))).quantize(_CENT) for s in self.symbols}
+        self.prices = {
+            s: Decimal(_START_PRICES.get(s, str(self.rng.uniform(1, 1000)))).quantize(_CENT)
+            for s in self.symbols
+        }
         self.sent_tickers = 0
         self._agents: dict[str, _Agent] = {}
         self._candle_open: dict[str, list[Decimal]] = {}
@@ -117,8 +124,7 @@ class AgentExchangeSimulator(SimBase):
     # -- connections -----------------------------------------------------------------
 
     async def on_connect(self, conn: SimConnection) -> None:
-        conn.subs = set()  # type: ignore[attr-defined]
-        conn.last_pong = time.monotonic()  # type: ignore[attr-defined]
+        conn.last_pong = time.monotonic()
         self._agent(conn.credential)
         self.spawn(self._pinger(conn))
 
@@ -128,7 +134,7 @@ class AgentExchangeSimulator(SimBase):
             return
         action = message.get("action")
         if action == "pong":
-            conn.last_pong = time.monotonic()  # type: ignore[attr-defined]
+            conn.last_pong = time.monotonic()
         elif action in ("subscribe", "unsubscribe"):
             await self._subscription(conn, action, message)
         else:
@@ -152,7 +158,11 @@ class AgentExchangeSimulator(SimBase):
             # The real server's message for a missing or unsupported field is this terse.
             missing = "symbol" if channel == "ticker" else ""
             await conn.send_json(
-                {"type": "error", "code": "INVALID_CHANNEL", "message": f"Channel '{channel}' requires {missing}."}
+                {
+                    "type": "error",
+                    "code": "INVALID_CHANNEL",
+                    "message": f"Channel '{channel}' requires {missing}.",
+                }
             )
             return
         else:
@@ -160,7 +170,7 @@ class AgentExchangeSimulator(SimBase):
                 {"type": "error", "code": "INVALID_CHANNEL", "message": f"Unknown channel '{channel}'."}
             )
             return
-        subs: set[str] = conn.subs  # type: ignore[attr-defined]
+        subs = conn.subs
         if action == "subscribe":
             if key not in subs and len(subs) >= MAX_SUBSCRIPTIONS:
                 await conn.send_json(
@@ -179,7 +189,7 @@ class AgentExchangeSimulator(SimBase):
 
     def subscriptions(self) -> list[set[str]]:
         """Each open connection's subscribed channel keys."""
-        return [set(c.subs) for c in self.connections() if hasattr(c, "subs")]  # type: ignore[attr-defined]
+        return [set(c.subs) for c in self.connections()]
 
     async def _pinger(self, conn: SimConnection) -> None:
         while True:
@@ -189,9 +199,7 @@ class AgentExchangeSimulator(SimBase):
             sent = time.monotonic()
             await conn.send_json({"type": "ping"})
             await asyncio.sleep(self.pong_timeout)
-            if conn.frozen:
-                continue
-            if conn.last_pong < sent:  # type: ignore[attr-defined]
+            if _missed_pong(conn, sent):
                 await conn.ws.close(1000, "Pong timeout")
                 return
 
@@ -248,8 +256,7 @@ class AgentExchangeSimulator(SimBase):
         )
         one, every = f"ticker:{symbol}", "ticker:all"
         for conn in list(self._conns):
-            subs = getattr(conn, "subs", ())
-            if one in subs or every in subs:
+            if one in conn.subs or every in conn.subs:
                 self.sent_tickers += 1
                 await conn.send(text)
 
@@ -257,7 +264,7 @@ class AgentExchangeSimulator(SimBase):
         while True:
             await asyncio.sleep(self.candle_interval)
             for conn in list(self._conns):
-                for key in list(getattr(conn, "subs", ())):
+                for key in list(conn.subs):
                     if key.startswith("candles:"):
                         _, symbol, interval = key.split(":")
                         await conn.send(self._candle(symbol, interval))
@@ -352,7 +359,9 @@ class AgentExchangeSimulator(SimBase):
     def portfolio(self, api_key: str) -> dict[str, str]:
         agent = self._agent(api_key)
         value = sum((q * self.prices.get(s, c) for s, (q, c) in agent.holdings.items()), Decimal(0))
-        unrealized = sum((q * (self.prices.get(s, c) - c) for s, (q, c) in agent.holdings.items()), Decimal(0))
+        unrealized = sum(
+            (q * (self.prices.get(s, c) - c) for s, (q, c) in agent.holdings.items()), Decimal(0)
+        )
         return {
             "total_equity": str((agent.cash + value).quantize(_CENT)),
             "available_cash": str(agent.cash.quantize(_CENT)),
