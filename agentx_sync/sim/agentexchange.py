@@ -62,6 +62,8 @@ class AgentExchangeSimulator(SimBase):
         fill_delay: seconds from "pending" to "filled" for placed orders.
         auto_trade: place a random order for each connected key every N seconds.
         seed: for reproducible prices.
+        auth_status: the HTTP status for a refused key (the real server: 403).
+        max_subscriptions: subscriptions allowed per connection (the real server: 10).
     """
 
     def __init__(
@@ -79,6 +81,8 @@ class AgentExchangeSimulator(SimBase):
         auto_trade: float | None = None,
         seed: int | None = None,
         max_size: int = 1 << 20,
+        auth_status: int = 403,
+        max_subscriptions: int = MAX_SUBSCRIPTIONS,
     ) -> None:
         super().__init__(host=host, port=port, max_size=max_size)
         if isinstance(symbols, int):
@@ -91,6 +95,8 @@ class AgentExchangeSimulator(SimBase):
         self.candle_interval = candle_interval
         self.fill_delay = fill_delay
         self.auto_trade = auto_trade
+        self.auth_status = auth_status
+        self.max_subscriptions = max_subscriptions
         self.rng = random.Random(seed)
         self.prices = {
             s: Decimal(_START_PRICES.get(s, str(self.rng.uniform(1, 1000)))).quantize(_CENT)
@@ -108,7 +114,7 @@ class AgentExchangeSimulator(SimBase):
         if path.rstrip("/") != "/ws/v1":
             return 404, "Not Found"
         if params.get("api_key") not in self.api_keys:
-            return 403, "Forbidden"
+            return self.auth_status, "Forbidden" if self.auth_status == 403 else "Unauthorized"
         return 101, ""
 
     def credential(self, params: dict[str, str]) -> str:
@@ -172,7 +178,7 @@ class AgentExchangeSimulator(SimBase):
             return
         subs = conn.subs
         if action == "subscribe":
-            if key not in subs and len(subs) >= MAX_SUBSCRIPTIONS:
+            if key not in subs and len(subs) >= self.max_subscriptions:
                 await conn.send_json(
                     {
                         "type": "error",

@@ -1,0 +1,92 @@
+"""Shared fixtures: leak checks, a simulator per test, clients that always close."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from agentx_sync import AgentExchangeWS, BackoffPolicy
+from agentx_sync.sim import Simulator
+
+#: Fast reconnects for tests; the defaults (1 s doubling to 60 s) are tested purely.
+FAST = BackoffPolicy(initial=0.05, maximum=0.2, jitter=0.2, stable_after=5.0)
+
+
+def _sockets() -> set[str]:
+    found = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:"):
+            found.add(target)
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_leaks() -> Iterator[None]:
+    """Fail a test that leaves a thread running or a socket open."""
+    threads = set(threading.enumerate())
+    sockets = _sockets()
+    yield
+    deadline = time.monotonic() + 2.0
+    for thread in threading.enumerate():
+        if thread not in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+    leaked = [t.name for t in threading.enumerate() if t not in threads and t.is_alive()]
+    assert not leaked, f"threads left running: {leaked}"
+    opened = _sockets() - sockets
+    assert not opened, f"sockets left open: {len(opened)}"
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    with Simulator(rate=200, ping_interval=30, seed=1) as server:
+        yield server
+
+
+@pytest.fixture
+def client(sim: Simulator) -> Iterator[Callable[..., AgentExchangeWS]]:
+    """A factory of AgentExchangeWS clients on ``sim``, closed after the test."""
+    made: list[AgentExchangeWS] = []
+
+    def make(**options: Any) -> AgentExchangeWS:
+        options.setdefault("api_key", "ak_test")
+        options.setdefault("base_url", sim.url)
+        options.setdefault("backoff", FAST)
+        ws = AgentExchangeWS(**options)
+        made.append(ws)
+        return ws
+
+    yield make
+    for ws in made:
+        assert ws.close(timeout=2.0), "close() did not join every thread"
+
+
+def eventually(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
+    """Wait (on an Event, in 10 ms steps) until ``predicate()`` is truthy."""
+    step = threading.Event()
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        step.wait(0.01)
+
+
+def next_event(ws: AgentExchangeWS, kind: type, timeout: float = 5.0) -> Any:
+    """The next event of ``kind`` from the client's event queue."""
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        event = ws.get_event(timeout=left)
+        if isinstance(event, kind):
+            return event
+    raise AssertionError(f"no {kind.__name__} event within {timeout} s")

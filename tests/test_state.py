@@ -1,0 +1,46 @@
+"""The state cache, without threads or sockets."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from agentx_sync.errors import ClientClosedError
+from agentx_sync.models import Order, OrderStatus, Ticker
+from agentx_sync.state import State
+
+
+def ticker(symbol: str, price: str) -> Ticker:
+    return Ticker(symbol, Decimal(price), None, None)
+
+
+def test_latest_ticker_wins() -> None:
+    s = State()
+    s.apply([ticker("A", "1"), ticker("B", "2"), ticker("A", "3")])
+    assert s.tickers["A"].price == Decimal(3)
+    assert set(s.ticker_snapshot()) == {"A", "B"}
+
+
+def test_orders_keep_exactly_the_last_100() -> None:
+    s = State()
+    s.apply([Order(str(i), OrderStatus.PENDING) for i in range(250)])
+    orders = s.order_list()
+    assert len(orders) == 100
+    assert [o.order_id for o in orders] == [str(i) for i in range(150, 250)]
+    assert s.order("149") is None and s.order("200") is not None
+
+
+def test_wait_returns_what_is_there_and_times_out_otherwise() -> None:
+    s = State()
+    s.apply([ticker("A", "1")])
+    assert s.wait(lambda: s.tickers.get("A"), 0, "A").price == 1
+    with pytest.raises(TimeoutError):
+        s.wait(lambda: s.tickers.get("B"), 0.01, "B")
+
+
+def test_stopped_waits_raise_the_given_error() -> None:
+    s = State()
+    s.stop_waiters(ClientClosedError("closed"))
+    with pytest.raises(ClientClosedError):
+        s.wait(lambda: None, 5, "anything")
