@@ -300,8 +300,9 @@ class BaseClient:
             self._connected_since = datetime.now(UTC)
             reconnect = self._opened > 1
             self._on_open(conn)
+            # The event first: whoever wait_connected() wakes finds it queued.
+            self._emit(("connect",), Connected(self._dialect.safe_url, self._connected_since, reconnect))
             self._set_status(ConnectionState.CONNECTED)
-        self._emit(("connect",), Connected(self._dialect.safe_url, self._connected_since, reconnect))
 
     def _on_open(self, conn: Connection) -> None:
         """Send what a fresh connection needs (subscriptions); client lock held."""
