@@ -33,12 +33,14 @@ from agentx_sync import (
 )
 from agentx_sync.sim import Simulator
 
-from .conftest import FAST, eventually, next_event
+from .conftest import eventually, next_event
 
 Make = Callable[..., AgentExchangeWS]
 
 
-def test_prices_arrive_as_decimal_records_on_the_dispatcher_thread_in_order(sim: Simulator, client: Make) -> None:
+def test_prices_arrive_as_decimal_records_on_the_dispatcher_thread_in_order(
+    sim: Simulator, client: Make
+) -> None:
     sim.pause_market()
     ws = client()
     seen: list[tuple[Any, str]] = []
@@ -125,7 +127,9 @@ def test_orders_cache_keeps_exactly_the_last_100_updates(sim: Simulator, client:
     assert ws.get_order(ids[-1]) == latest[ids[-1]]
 
 
-def test_wrong_key_raises_authentication_error_at_once_and_is_never_retried(sim: Simulator, client: Make) -> None:
+def test_wrong_key_raises_authentication_error_at_once_and_is_never_retried(
+    sim: Simulator, client: Make
+) -> None:
     ws = client(api_key="ak_live_WRONG", backoff=BackoffPolicy(initial=0.01, maximum=0.01))
     with pytest.raises(AuthenticationError) as info:
         ws.start().wait_connected(timeout=1.0)
@@ -196,7 +200,9 @@ def test_unsubscribe_is_sent_and_remembered(sim: Simulator, client: Make) -> Non
     ws.subscribe_ticker("BTCUSDT", "ETHUSDT")
     ws.start().wait_connected(5)
     ws.unsubscribe_ticker("ETHUSDT")
-    sim.wait_for(lambda: {"action": "unsubscribe", "channel": "ticker", "symbol": "ETHUSDT"} in sim.received())
+    sim.wait_for(
+        lambda: {"action": "unsubscribe", "channel": "ticker", "symbol": "ETHUSDT"} in sim.received()
+    )
     eventually(lambda: ws.health().subscriptions == ("ticker:BTCUSDT",))
     sim.drop_all()
     next_event(ws, Disconnected)
@@ -289,7 +295,7 @@ def test_bad_messages_are_counted_reported_and_survived(sim: Simulator, client: 
     assert ws.wait_for_price("BTCUSDT", 5) == Decimal(100)
     sim.send_raw("not json")
     sim.send_raw('{"channel":"ticker","symbol":"BTCUSDT","data":{"price":"NaN"}}')
-    sim.send_raw('{"channel":"ticker","symbol":"BTCUSDT","data":{"price":12}}'.encode(), text=False)
+    sim.send_raw(b'{"channel":"ticker","symbol":"BTCUSDT","data":{"price":12}}', text=False)
     sim.tick("BTCUSDT", "101")
     eventually(lambda: ws.get_cached_price("BTCUSDT") == Decimal(101))
     health = ws.health()
@@ -325,7 +331,9 @@ def test_slow_callback_does_not_stall_the_cache_or_pings(client: Make) -> None:
         ws.wait_for_price("BTCUSDT", 5)
         first = ws.get_ticker("BTCUSDT")
         pongs = sum(m == {"action": "pong"} for m in sim.received())
-        eventually(lambda: ws.get_ticker("BTCUSDT") is not first, what="cache updates while a callback blocks")
+        eventually(
+            lambda: ws.get_ticker("BTCUSDT") is not first, what="cache updates while a callback blocks"
+        )
         sim.wait_for(lambda: sum(m == {"action": "pong"} for m in sim.received()) >= pongs + 3)
         assert ws.health().reconnects == 0
         release.set()
@@ -396,7 +404,9 @@ def test_waiters_are_released_by_close(sim: Simulator, client: Make) -> None:
 
     thread = threading.Thread(target=waiter)
     thread.start()
-    sim.wait_for(lambda: {"action": "subscribe", "channel": "ticker", "symbol": "NEVERUSDT"} in sim.received())
+    sim.wait_for(
+        lambda: {"action": "subscribe", "channel": "ticker", "symbol": "NEVERUSDT"} in sim.received()
+    )
     ws.close(1)
     thread.join(2)
     assert len(failures) == 1 and isinstance(failures[0], ClientClosedError)

@@ -10,7 +10,15 @@ import pytest
 import agentx_sync
 
 ROOT = Path(agentx_sync.__file__).parent
-PURE = sorted([*ROOT.glob("dialects/*.py"), ROOT / "models.py", ROOT / "state.py", ROOT / "backoff.py", ROOT / "frames.py"])
+PURE = sorted(
+    [
+        *ROOT.glob("dialects/*.py"),
+        ROOT / "models.py",
+        ROOT / "state.py",
+        ROOT / "backoff.py",
+        ROOT / "frames.py",
+    ]
+)
 FORBIDDEN = {"socket", "websocket", "websockets", "select", "selectors", "ssl", "asyncio", "logging"}
 
 

@@ -26,7 +26,12 @@ from agentx_sync.models import Candle, Order, OrderSide, OrderStatus, Portfolio,
 TICKER = {
     "channel": "ticker",
     "symbol": "BTCUSDT",
-    "data": {"price": "64521.30", "quantity": "0.012", "timestamp": "2026-11-21T12:00:00.123Z", "is_buyer_maker": False},
+    "data": {
+        "price": "64521.30",
+        "quantity": "0.012",
+        "timestamp": "2026-11-21T12:00:00.123Z",
+        "is_buyer_maker": False,
+    },
 }
 
 
@@ -182,7 +187,9 @@ envelopes = st.fixed_dictionaries(
         "symbol": st.text(max_size=8) | json_values,
         "interval": st.sampled_from(["1m", "5m"]) | json_values,
         "data": st.dictionaries(
-            st.sampled_from(["price", "quantity", "timestamp", "order_id", "status", "total_equity", "open", "time"]),
+            st.sampled_from(
+                ["price", "quantity", "timestamp", "order_id", "status", "total_equity", "open", "time"]
+            ),
             json_values,
         )
         | json_values,
@@ -244,4 +251,6 @@ def test_subscription_messages() -> None:
         "symbol": "BTCUSDT",
         "interval": "1m",
     }
-    assert Subscription("ticker_all").message("unsubscribe") == '{"action":"unsubscribe","channel":"ticker_all"}'
+    assert (
+        Subscription("ticker_all").message("unsubscribe") == '{"action":"unsubscribe","channel":"ticker_all"}'
+    )
