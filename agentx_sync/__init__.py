@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from .backoff import BackoffPolicy
-from .client import AgentExchangeWS
+from .client import AgentExchangeWS, NexgentWS
 from .errors import (
     AgentNotFoundError,
     AgentXError,
@@ -39,6 +39,11 @@ from .models import (
     OrderSide,
     OrderStatus,
     Portfolio,
+    Position,
+    PositionEvent,
+    PositionEventType,
+    PriceBatch,
+    PriceUpdate,
     Ticker,
 )
 
@@ -59,11 +64,17 @@ __all__ = [
     "ErrorEvent",
     "Health",
     "InvalidChannelError",
+    "NexgentWS",
     "Order",
     "OrderFailedError",
     "OrderSide",
     "OrderStatus",
     "Portfolio",
+    "Position",
+    "PositionEvent",
+    "PositionEventType",
+    "PriceBatch",
+    "PriceUpdate",
     "ProtocolError",
     "ServerError",
     "StaleConnectionError",

@@ -78,6 +78,11 @@ def _run_demo(args: argparse.Namespace) -> int:
                 say(f"agentx-sync: cannot connect: {exc}")
                 return 1
             say(f"Connected: {ws.health().url}.  Live prices follow; Ctrl-C to stop.")
+            for symbol in symbols:
+                try:
+                    ws.wait_for_price(symbol, timeout=2)
+                except TimeoutError:
+                    break
             deadline = None if args.duration is None else time.monotonic() + args.duration
             while deadline is None or time.monotonic() < deadline:
                 prices = "  ".join(

@@ -73,11 +73,11 @@ class LinkHandler(Protocol):
     def link_events(self, events: list[Any]) -> None: ...
     def link_bad_message(self, error: ProtocolError) -> None: ...
     def link_lost(self, error: AgentXError, retry_in: float | None) -> None: ...
-    def link_verdict(self, verdict: Verdict, error: AgentXError) -> bool:
+    def link_verdict(self, verdict: Verdict, error: AgentXError) -> Verdict:
         """A handshake refusal or close that is not a plain reconnect.
 
-        Return True to connect again at once (e.g. after a token refresh),
-        False to stop for good.
+        Return ``RETRY_NOW`` to connect again at once (after a token refresh),
+        ``RECONNECT`` to back off and retry, anything else to stop for good.
         """
         ...
 
@@ -225,9 +225,11 @@ class Connection:
                     error = ConnectionLostError(f"the server refused the handshake (HTTP {exc.status})")
                 if verdict is not Verdict.RECONNECT:
                     self._drop()
-                    if self.handler.link_verdict(verdict, error):
+                    decision = self.handler.link_verdict(verdict, error)
+                    if decision is Verdict.RETRY_NOW:
                         continue
-                    return
+                    if decision is not Verdict.RECONNECT:
+                        return
             except _Closed as exc:
                 error = ConnectionLostError(
                     f"the server closed the connection ({exc.code} {exc.reason})".rstrip(),
@@ -237,9 +239,11 @@ class Connection:
                 verdict = self.dialect.close_verdict(exc.code, exc.reason)
                 if verdict is not Verdict.RECONNECT:
                     self._drop()
-                    if self.handler.link_verdict(verdict, error):
+                    decision = self.handler.link_verdict(verdict, error)
+                    if decision is Verdict.RETRY_NOW:
                         continue
-                    return
+                    if decision is not Verdict.RECONNECT:
+                        return
             except TLSError as exc:
                 self._drop()
                 self.handler.link_verdict(Verdict.FATAL, exc)

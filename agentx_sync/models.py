@@ -27,6 +27,11 @@ __all__ = [
     "OrderSide",
     "OrderStatus",
     "Portfolio",
+    "Position",
+    "PositionEvent",
+    "PositionEventType",
+    "PriceBatch",
+    "PriceUpdate",
     "Record",
     "Ticker",
 ]
@@ -238,3 +243,106 @@ class Health(Record):
     last_message_age: float | None
     last_error: str | None
     subscriptions: tuple[str, ...] = ()
+
+
+# -- Nexgent --------------------------------------------------------------------
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(p.title() for p in rest)
+
+
+@attrs.frozen
+class Position(Record):
+    """A Nexgent position, with its price and P/L fields.
+
+    Attributes are snake_case; item access also takes the wire's camelCase
+    names, so ``p["tokenSymbol"]`` and ``p.get("profitLossPercent")`` work as
+    in Nexgent's own examples. Amounts and prices are ``Decimal``; the price
+    and P/L fields are ``None`` until a price for the token is known.
+    """
+
+    id: str
+    token_address: str
+    agent_id: str | None = None
+    wallet_address: str | None = None
+    token_symbol: str | None = None
+    purchase_transaction_id: str | None = None
+    purchase_price: Decimal | None = None
+    purchase_amount: Decimal | None = None
+    total_invested_sol: Decimal | None = None
+    dca_count: int | None = None
+    last_dca_time: datetime | None = None
+    lowest_price: Decimal | None = None
+    dca_transaction_ids: tuple[str, ...] = ()
+    current_stop_loss_percentage: Decimal | None = None
+    peak_price: Decimal | None = None
+    last_stop_loss_update: datetime | None = None
+    remaining_amount: Decimal | None = None
+    take_profit_levels_hit: int | None = None
+    take_profit_transaction_ids: tuple[str, ...] = ()
+    last_take_profit_time: datetime | None = None
+    moon_bag_activated: bool | None = None
+    moon_bag_amount: Decimal | None = None
+    realized_profit_sol: Decimal | None = None
+    tp_batch_start_level: int | None = None
+    total_take_profit_levels: int | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    current_price: Decimal | None = None
+    current_price_usd: Decimal | None = None
+    purchase_price_usd: Decimal | None = None
+    position_value_usd: Decimal | None = None
+    position_value_sol: Decimal | None = None
+    profit_loss_usd: Decimal | None = None
+    profit_loss_sol: Decimal | None = None
+    profit_loss_percent: Decimal | None = None
+    price_change_percent: Decimal | None = None
+
+    @property
+    def holding(self) -> Decimal | None:
+        """What is still held: ``remaining_amount`` after a take-profit, else ``purchase_amount``."""
+        return self.remaining_amount if self.remaining_amount is not None else self.purchase_amount
+
+
+Position._aliases = {_camel(f.name): f.name for f in attrs.fields(Position) if "_" in f.name}
+
+
+class PositionEventType(enum.StrEnum):
+    CREATED = "position_created"
+    UPDATED = "position_updated"
+    CLOSED = "position_closed"
+
+
+@attrs.frozen
+class PositionEvent(Record):
+    """A position was created, updated or closed (``on_position_update``).
+
+    Attributes:
+        type: what happened.
+        position_id: the position's id.
+        position: the position as now cached (with recomputed P/L), or, for a
+            close, as it was last cached (``None`` if it was never seen).
+    """
+
+    type: PositionEventType
+    position_id: str
+    position: Position | None
+
+
+@attrs.frozen
+class PriceUpdate(Record):
+    """One token's price in a batch; ``token_address`` as the server sent it (lower-case)."""
+
+    token_address: str
+    price: Decimal
+    price_usd: Decimal | None
+
+
+@attrs.frozen
+class PriceBatch(Record):
+    """A ``price_update_batch``: applied to the cache as one state change."""
+
+    updates: tuple[PriceUpdate, ...]
+    timestamp: datetime | None

@@ -13,11 +13,22 @@ import copy
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
+from decimal import Decimal
 from typing import Any, TypeVar
 
-from .models import Candle, Order, Portfolio, Ticker
+from .dialects.nexgent import PositionChange, recompute
+from .models import (
+    Candle,
+    Order,
+    Portfolio,
+    Position,
+    PositionEvent,
+    PositionEventType,
+    PriceBatch,
+    Ticker,
+)
 
-__all__ = ["State"]
+__all__ = ["PositionBook", "State"]
 
 T = TypeVar("T")
 
@@ -31,7 +42,7 @@ class State:
         self.candles: dict[tuple[str, str], Candle] = {}
         self.orders: deque[Order] = deque(maxlen=max_orders)
         self.portfolio: Portfolio | None = None
-        self.extra: dict[type, Callable[[Any], None]] = {}
+        self.book = PositionBook()
         self._stop: Exception | None = None
 
     # -- writing (IO thread) ---------------------------------------------------
@@ -50,11 +61,14 @@ class State:
                     self.orders.append(event)
                 elif kind is Portfolio:
                     self.portfolio = event
-                else:
-                    handler = self.extra.get(kind)
-                    if handler is not None:
-                        handler(event)
             self.cond.notify_all()
+
+    def mutate(self, change: Callable[[], T]) -> T:
+        """Run ``change()`` under the lock as one state change; wake waiters."""
+        with self.cond:
+            result = change()
+            self.cond.notify_all()
+            return result
 
     def stop_waiters(self, error: Exception | None) -> None:
         """Make current and future waits raise ``error`` (``None`` re-arms them)."""
@@ -68,6 +82,7 @@ class State:
             self.candles.clear()
             self.orders.clear()
             self.portfolio = None
+            self.book.clear()
 
     # -- reading (any thread) --------------------------------------------------
 
@@ -119,3 +134,84 @@ class State:
             # A copy: one exception instance raised in several threads would
             # share (and garble) its traceback.
             raise copy.copy(self._stop)
+
+
+class PositionBook:
+    """Nexgent positions and token prices. Pure; the State's lock guards it.
+
+    Positions are kept as parsed wire fields, merged as updates arrive, and
+    turned into :class:`Position` records with their P/L recomputed from the
+    latest price of their token (matched case-insensitively).
+    """
+
+    def __init__(self) -> None:
+        self.fields: dict[str, dict[str, Any]] = {}
+        self.records: dict[str, Position] = {}
+        self.prices: dict[str, tuple[Decimal, Decimal | None]] = {}  # lower-case address
+        self.loaded = False  # initial_data seen on the current connection
+        self.stale = False  # kept from a connection that was lost
+        self.error: Exception | None = None  # the server could not load positions
+        self._early: list[PositionChange] = []
+
+    def initial(self, positions: Iterable[dict[str, Any]]) -> list[PositionEvent]:
+        """Replace every position; then replay updates that came before it."""
+        self.fields = {f["id"]: dict(f) for f in positions}
+        for f in self.fields.values():
+            price = f.get("current_price")
+            if price is not None:
+                self.prices[f["token_address"].lower()] = (price, f.get("current_price_usd"))
+        # The server computed these values itself: take them as they are.
+        self.records = {pid: _position(f) for pid, f in self.fields.items()}
+        self.loaded, self.stale, self.error = True, False, None
+        early, self._early = self._early, []
+        return [event for change in early if (event := self.change(change)) is not None]
+
+    def change(self, change: PositionChange) -> PositionEvent | None:
+        """Apply a created/updated/closed event (held back until initial data)."""
+        if not self.loaded:
+            self._early.append(change)
+            return None
+        pid = change.position_id
+        if change.type is PositionEventType.CLOSED:
+            self.fields.pop(pid, None)
+            return PositionEvent(change.type, pid, self.records.pop(pid, None))
+        merged = {**self.fields.get(pid, {}), **(change.fields or {})}
+        if "token_address" not in merged:
+            return None  # a partial update of a position never seen
+        self.fields[pid] = merged
+        self.records[pid] = self._build(merged)
+        return PositionEvent(change.type, pid, self.records[pid])
+
+    def price_batch(self, batch: PriceBatch) -> None:
+        """Apply every price of a batch, then recompute the positions it touches."""
+        touched = set()
+        for update in batch.updates:
+            self.prices[update.token_address] = (update.price, update.price_usd)
+            touched.add(update.token_address)
+        for pid, f in self.fields.items():
+            if f["token_address"].lower() in touched:
+                self.records[pid] = self._build(f)
+
+    def _build(self, f: dict[str, Any]) -> Position:
+        price = self.prices.get(f["token_address"].lower())
+        if price is None:
+            return _position(f)
+        return _position({**f, **recompute(f, *price)})
+
+    def disconnected(self) -> None:
+        self.loaded = False
+        self.stale = bool(self.records)
+        self._early.clear()
+
+    def clear(self) -> None:
+        self.fields.clear()
+        self.records.clear()
+        self.prices.clear()
+        self._early.clear()
+        self.loaded = self.stale = False
+        self.error = None
+
+
+def _position(fields: dict[str, Any]) -> Position:
+    # ``fields`` holds only converted, known fields (see parse_position).
+    return Position(**fields)

@@ -36,6 +36,7 @@ class Verdict(enum.Enum):
     AUTH_FAILED = "auth_failed"  # credentials refused (maybe refresh and retry)
     FATAL = "fatal"  # stop for good
     REPLACED = "replaced"  # another client took over (Nexgent)
+    RETRY_NOW = "retry_now"  # connect again at once (after a token refresh)
 
 
 @attrs.frozen

@@ -1,0 +1,342 @@
+"""The Nexgent protocol (PROTOCOL.md section 2), sans-IO.
+
+- ``{api_url with http->ws}/ws?token=JWT&agentId=ID``; a missing, invalid or
+  expired token is refused at the handshake with 401.
+- Envelopes ``{type, data?, timestamp?}``: ``connected``, ``initial_data``,
+  ``position_update``, ``price_update_batch``, ``ping``, ``pong``,
+  ``subscribed``, ``error``. Numbers are JSON numbers; ``tokenAddress`` in price
+  updates is lower-cased while positions keep base58 case.
+- Pings are answered with ``{"type":"pong","timestamp":...}``.
+- Close 1008 "Agent not found" is fatal; 1000 "New connection established"
+  means another client took the agent over; other closes reconnect.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any, Final
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import attrs
+
+from ..errors import ProtocolError
+from ..models import PositionEventType, PriceBatch, PriceUpdate
+from . import ErrorMessage, Ping, Pong, Subscribed, Verdict, loads
+from ._wire import as_bool, as_dec, as_dict, as_opt_dec, as_opt_str, as_opt_ts, as_str
+
+__all__ = [
+    "AgentConnected",
+    "InitialData",
+    "NexgentDialect",
+    "PositionChange",
+    "build_url",
+    "decode",
+    "parse_position",
+    "recompute",
+]
+
+REPLACED_REASON: Final = "New connection established"
+INITIAL_DATA_FAILED: Final = "Failed to load initial data"
+_HUNDRED = Decimal(100)
+_ZERO = Decimal(0)
+
+
+@attrs.frozen
+class AgentConnected:
+    """The server's ``connected`` message."""
+
+    agent_id: str | None
+
+
+@attrs.frozen
+class InitialData:
+    """The full set of positions, as parsed field dicts (snake_case keys)."""
+
+    positions: tuple[dict[str, Any], ...]
+
+
+@attrs.frozen
+class PositionChange:
+    """A ``position_update``: ``fields`` is the (maybe partial) parsed position."""
+
+    type: PositionEventType
+    position_id: str
+    fields: dict[str, Any] | None
+
+
+# -- positions -------------------------------------------------------------------
+
+
+def _int(value: Any, name: str) -> int | None:
+    if value is None:
+        return None
+    if type(value) is int:
+        return value
+    if type(value) is float and value.is_integer():
+        return int(value)
+    raise ProtocolError(f"field {name!r} is {type(value).__name__}, not an integer")
+
+
+def _ids(value: Any, name: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if type(value) is not list or not all(type(v) is str for v in value):
+        raise ProtocolError(f"field {name!r} is not a list of strings")
+    return tuple(value)
+
+
+def _key(value: Any, name: str) -> str:
+    if type(value) is int:
+        return str(value)
+    return as_str(value, name)
+
+
+_FIELDS: Final[dict[str, tuple[str, Callable[[Any, str], Any]]]] = {
+    "id": ("id", _key),
+    "tokenAddress": ("token_address", as_str),
+    "agentId": ("agent_id", as_opt_str),
+    "walletAddress": ("wallet_address", as_opt_str),
+    "tokenSymbol": ("token_symbol", as_opt_str),
+    "purchaseTransactionId": ("purchase_transaction_id", as_opt_str),
+    "purchasePrice": ("purchase_price", as_opt_dec),
+    "purchaseAmount": ("purchase_amount", as_opt_dec),
+    "totalInvestedSol": ("total_invested_sol", as_opt_dec),
+    "dcaCount": ("dca_count", _int),
+    "lastDcaTime": ("last_dca_time", as_opt_ts),
+    "lowestPrice": ("lowest_price", as_opt_dec),
+    "dcaTransactionIds": ("dca_transaction_ids", _ids),
+    "currentStopLossPercentage": ("current_stop_loss_percentage", as_opt_dec),
+    "peakPrice": ("peak_price", as_opt_dec),
+    "lastStopLossUpdate": ("last_stop_loss_update", as_opt_ts),
+    "remainingAmount": ("remaining_amount", as_opt_dec),
+    "takeProfitLevelsHit": ("take_profit_levels_hit", _int),
+    "takeProfitTransactionIds": ("take_profit_transaction_ids", _ids),
+    "lastTakeProfitTime": ("last_take_profit_time", as_opt_ts),
+    "moonBagActivated": ("moon_bag_activated", as_bool),
+    "moonBagAmount": ("moon_bag_amount", as_opt_dec),
+    "realizedProfitSol": ("realized_profit_sol", as_opt_dec),
+    "tpBatchStartLevel": ("tp_batch_start_level", _int),
+    "totalTakeProfitLevels": ("total_take_profit_levels", _int),
+    "createdAt": ("created_at", as_opt_ts),
+    "updatedAt": ("updated_at", as_opt_ts),
+    "currentPrice": ("current_price", as_opt_dec),
+    "currentPriceUsd": ("current_price_usd", as_opt_dec),
+    "purchasePriceUsd": ("purchase_price_usd", as_opt_dec),
+    "positionValueUsd": ("position_value_usd", as_opt_dec),
+    "positionValueSol": ("position_value_sol", as_opt_dec),
+    "profitLossUsd": ("profit_loss_usd", as_opt_dec),
+    "profitLossSol": ("profit_loss_sol", as_opt_dec),
+    "profitLossPercent": ("profit_loss_percent", as_opt_dec),
+    "priceChangePercent": ("price_change_percent", as_opt_dec),
+}
+
+
+def parse_position(raw: Any, *, partial: bool = False) -> dict[str, Any]:
+    """Validate and convert a wire position into snake_case fields.
+
+    Only the fields present are returned (unknown ones are ignored), so a
+    partial update merges cleanly. ``id`` is always required, and
+    ``tokenAddress`` too unless ``partial``.
+
+    Raises:
+        ProtocolError: a field has the wrong type or value.
+    """
+    raw = as_dict(raw, "position")
+    if "id" not in raw or (not partial and "tokenAddress" not in raw):
+        raise ProtocolError("a position without 'id' or 'tokenAddress'")
+    fields: dict[str, Any] = {}
+    for wire, value in raw.items():
+        spec = _FIELDS.get(wire)
+        if spec is not None:
+            name, convert = spec
+            fields[name] = convert(value, wire)
+    return fields
+
+
+def recompute(fields: dict[str, Any], price: Decimal, price_usd: Decimal | None) -> dict[str, Any]:
+    """The price and P/L fields for ``price`` (SOL), computed as the server does.
+
+    ``holding = remainingAmount or purchaseAmount``;
+    ``positionValueSol = currentPrice * holding``;
+    ``profitLossSol = (realizedProfitSol or 0) + positionValueSol - purchasePrice * holding``;
+    ``profitLossPercent = profitLossSol / (purchasePrice * purchaseAmount) * 100`` (0 for no cost);
+    ``priceChangePercent = (currentPrice - purchasePrice) / purchasePrice * 100``.
+    USD values use ``priceUsd``, and the batch's SOL/USD ratio for P/L.
+    """
+    purchase_price = fields.get("purchase_price") or _ZERO
+    purchase_amount = fields.get("purchase_amount") or _ZERO
+    remaining = fields.get("remaining_amount")
+    holding = remaining if remaining is not None else purchase_amount
+    value = price * holding
+    pnl = (fields.get("realized_profit_sol") or _ZERO) + value - purchase_price * holding
+    cost = purchase_price * purchase_amount
+    out: dict[str, Any] = {
+        "current_price": price,
+        "position_value_sol": value,
+        "profit_loss_sol": pnl,
+        "profit_loss_percent": pnl / cost * _HUNDRED if cost else _ZERO,
+        "price_change_percent": (price - purchase_price) / purchase_price * _HUNDRED
+        if purchase_price
+        else _ZERO,
+    }
+    if price_usd is not None:
+        out["current_price_usd"] = price_usd
+        out["position_value_usd"] = price_usd * holding
+        if price:
+            out["profit_loss_usd"] = pnl * price_usd / price
+    return out
+
+
+# -- decoding ---------------------------------------------------------------------
+
+Event = AgentConnected | InitialData | PositionChange | PriceBatch | Ping | Pong | Subscribed | ErrorMessage
+
+
+def _data(msg: dict[str, Any]) -> dict[str, Any]:
+    return as_dict(msg.get("data"), "data")
+
+
+def _connected(msg: dict[str, Any]) -> Event:
+    data = msg.get("data")
+    return AgentConnected(as_opt_str(data.get("agentId"), "agentId") if type(data) is dict else None)
+
+
+def _initial(msg: dict[str, Any]) -> Event:
+    positions = _data(msg).get("positions")
+    if positions is None:
+        positions = []
+    if type(positions) is not list:
+        raise ProtocolError("'positions' is not a list")
+    return InitialData(tuple(parse_position(p) for p in positions))
+
+
+def _position_update(msg: dict[str, Any]) -> Event:
+    data = _data(msg)
+    try:
+        kind = PositionEventType(str(data.get("eventType")))
+    except ValueError:
+        raise ProtocolError(f"unknown position eventType {str(data.get('eventType'))[:40]!r}") from None
+    if kind is PositionEventType.CLOSED:
+        position_id = data.get("positionId")
+        if position_id is None and type(data.get("position")) is dict:
+            position_id = data["position"].get("id")
+        return PositionChange(kind, _key(position_id, "positionId"), None)
+    fields = parse_position(data.get("position"), partial=kind is PositionEventType.UPDATED)
+    return PositionChange(kind, fields["id"], fields)
+
+
+def _prices(msg: dict[str, Any]) -> Event:
+    data = _data(msg)
+    updates = data.get("updates")
+    if type(updates) is not list:
+        raise ProtocolError("'updates' is not a list")
+    out = []
+    for item in updates:
+        update = as_dict(item, "update")
+        out.append(
+            PriceUpdate(
+                as_str(update.get("tokenAddress"), "tokenAddress").lower(),
+                as_dec(update.get("price"), "price"),
+                as_opt_dec(update.get("priceUsd"), "priceUsd"),
+            )
+        )
+    return PriceBatch(tuple(out), as_opt_ts(data.get("timestamp"), "timestamp"))
+
+
+def _error(msg: dict[str, Any]) -> Event:
+    data = msg.get("data")
+    text = data.get("message") if type(data) is dict else msg.get("message")
+    return ErrorMessage(text if type(text) is str else "unspecified server error")
+
+
+_DECODERS: Final[dict[str, Callable[[dict[str, Any]], Event]]] = {
+    "connected": _connected,
+    "initial_data": _initial,
+    "position_update": _position_update,
+    "price_update_batch": _prices,
+    "ping": lambda msg: Ping(msg.get("timestamp") if type(msg.get("timestamp")) is str else None),
+    "pong": lambda msg: Pong(),
+    "subscribed": lambda msg: Subscribed("agent"),
+    "error": _error,
+}
+
+
+def decode(text: str, now: float) -> Event | None:
+    """One server message as an event; ``None`` for an unknown type.
+
+    Raises:
+        ProtocolError: the message is not JSON, or a field is malformed.
+    """
+    msg = loads(text)
+    kind = msg.get("type")
+    decoder = _DECODERS.get(kind) if type(kind) is str else None
+    if decoder is None:
+        return None
+    try:
+        return decoder(msg)
+    except ProtocolError as exc:
+        exc.raw = text[:200]
+        raise
+
+
+def build_url(api_url: str, token: str, agent_id: str) -> str:
+    return f"{_endpoint(api_url)}?token={quote(token, safe='')}&agentId={quote(agent_id, safe='')}"
+
+
+def _endpoint(api_url: str) -> str:
+    parts = urlsplit(api_url.strip())
+    scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme.lower())
+    if scheme is None or not parts.netloc:
+        raise ValueError(f"api_url must be an http(s):// or ws(s):// URL, not {api_url!r}")
+    path = parts.path.rstrip("/")
+    if not path.endswith("/ws"):
+        path += "/ws"
+    return urlunsplit((scheme, parts.netloc, path, "", ""))
+
+
+class NexgentDialect:
+    """Everything platform-specific about Nexgent, for the IO layer."""
+
+    name: Final = "nexgent"
+    #: Answers to the client's own probes prove nothing: after a takeover the
+    #: server may keep a socket that answers pings but sends nothing else.
+    pong_counts_as_liveness: Final = False
+
+    def __init__(self, api_url: str, token: str, agent_id: str) -> None:
+        if not isinstance(token, str) or not token:
+            raise ValueError("token must be a non-empty string")
+        if not isinstance(agent_id, str) or not agent_id:
+            raise ValueError("agent_id must be a non-empty string")
+        self._endpoint = _endpoint(api_url)
+        self.token = token
+        self.agent_id = agent_id
+
+    @property
+    def url(self) -> str:
+        """The connection URL (it carries the JWT: never log it)."""
+        return f"{self._endpoint}?token={quote(self.token, safe='')}&agentId={quote(self.agent_id, safe='')}"
+
+    @property
+    def safe_url(self) -> str:
+        return f"{self._endpoint}?token=***&agentId={quote(self.agent_id, safe='')}"
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return (self.token, quote(self.token, safe=""))
+
+    decode = staticmethod(decode)
+
+    def pong(self, ping: Ping, now_iso: str) -> str:
+        return json.dumps({"type": "pong", "timestamp": now_iso}, separators=(",", ":"))
+
+    def handshake_verdict(self, status: int) -> Verdict:
+        return Verdict.AUTH_FAILED if status in (401, 403) else Verdict.RECONNECT
+
+    def close_verdict(self, code: int | None, reason: str) -> Verdict:
+        if code == 1008:
+            return Verdict.FATAL
+        if code == 1000 and reason.strip() == REPLACED_REASON:
+            return Verdict.REPLACED
+        return Verdict.RECONNECT
