@@ -22,11 +22,15 @@ def _symbols(text: str) -> list[str] | int:
 
 def _simulator(args: argparse.Namespace, **overrides: Any) -> Any:
     try:
-        from .sim import Simulator
+        from .sim import NexgentSimulator, Simulator
     except ImportError:
         raise SystemExit(
             "agentx-sync: the simulator needs the [sim] extra: pip install 'agentx_sync[sim]'"
         ) from None
+    if getattr(args, "dialect", "agentexchange") == "nexgent":
+        return NexgentSimulator(
+            host=args.host, port=overrides.get("port", args.port), ping_interval=args.ping_interval
+        )
     options: dict[str, Any] = {
         "host": args.host,
         "port": args.port,
@@ -41,8 +45,25 @@ def _simulator(args: argparse.Namespace, **overrides: Any) -> Any:
 
 
 def _run_sim(args: argparse.Namespace) -> int:
+    if args.dialect == "nexgent":
+        return _run_nexgent_sim(args)
     with _simulator(args) as sim:
         print(f"AgentExchange simulator on {sim.url}  (api keys: {', '.join(sorted(sim.api_keys))})")
+        print("Ctrl-C to stop.", flush=True)
+        _wait(args.duration)
+    return 0
+
+
+def _run_nexgent_sim(args: argparse.Namespace) -> int:
+    with _simulator(args) as sim:
+        agent = sim.add_agent("agent-1")
+        for symbol, price in (("BONK", 0.00002), ("WIF", 0.012), ("POPCAT", 0.004)):
+            sim.open_position(agent, symbol=symbol, purchase_price=price, amount=10_000, notify=False)
+        token = sim.issue_token()
+        print(f"Nexgent simulator on {sim.url.replace('ws://', 'http://')}")
+        print(f"  NEXGENT_API_URL={sim.url.replace('ws://', 'http://')}")
+        print(f"  NEXGENT_TOKEN={token}")
+        print(f"  NEXGENT_AGENT_ID={agent}")
         print("Ctrl-C to stop.", flush=True)
         _wait(args.duration)
     return 0
@@ -127,6 +148,13 @@ def _parser() -> argparse.ArgumentParser:
             help="place a random order every N seconds for each connected key",
         )
         cmd.add_argument("--duration", type=float, default=None, help="stop after N seconds")
+        if name == "sim":
+            cmd.add_argument(
+                "--dialect",
+                choices=("agentexchange", "nexgent"),
+                default="agentexchange",
+                help="which server",
+            )
     return parser
 
 

@@ -54,3 +54,15 @@ def test_sim_runs_and_stops() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "AgentExchange simulator on ws://127.0.0.1:" in done.stdout
+
+
+def test_nexgent_sim_prints_what_a_client_needs() -> None:
+    done = subprocess.run(
+        [*CMD, "sim", "--dialect", "nexgent", "--port", "0", "--duration", "0.5"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "NEXGENT_TOKEN=eyJ." in done.stdout and "NEXGENT_AGENT_ID=agent-1" in done.stdout

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from agentx_sync.sim import Simulator
+from agentx_sync.sim import NexgentSimulator, Simulator
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
@@ -31,4 +31,25 @@ def test_seed_price_stream_example_with_only_the_import_changed() -> None:
     assert done.returncode == 0, done.stderr
     assert "BTC (from cache): $" in done.stdout
     assert "BTC (library cache): $" in done.stdout
+    assert "Traceback" not in done.stderr
+
+
+def test_nexgent_positions_example_runs_threaded() -> None:
+    with NexgentSimulator(price_interval=0.2) as sim:
+        agent = sim.add_agent()
+        sim.open_position(agent, symbol="BONK", purchase_price=0.00002, amount=10_000, notify=False)
+        sim.open_position(agent, symbol="WIF", purchase_price=0.012, amount=10, notify=False)
+        done = run(
+            "nexgent_positions.py",
+            {
+                "NEXGENT_API_URL": sim.url.replace("ws://", "http://"),
+                "NEXGENT_TOKEN": sim.issue_token(),
+                "NEXGENT_AGENT_ID": agent,
+                "DURATION": "1.5",
+            },
+        )
+    assert done.returncode == 0, done.stderr
+    assert f"Connected to agent: {agent}" in done.stdout
+    assert "Received 2 positions" in done.stdout
+    assert done.stdout.count("  BONK: ") >= 3  # initial data, then price batches
     assert "Traceback" not in done.stderr

@@ -1,0 +1,273 @@
+"""The Nexgent dialect and the position book, as plain function calls."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agentx_sync.dialects import ErrorMessage, Ping, Pong, Verdict
+from agentx_sync.dialects.nexgent import (
+    AgentConnected,
+    InitialData,
+    NexgentDialect,
+    PositionChange,
+    build_url,
+    decode,
+    parse_position,
+    recompute,
+)
+from agentx_sync.errors import AgentXError, ProtocolError
+from agentx_sync.models import PositionEventType, PriceBatch
+from agentx_sync.state import PositionBook
+
+RAW = {
+    "id": "p1",
+    "tokenAddress": "So1TokenABC",
+    "tokenSymbol": "BONK",
+    "purchasePrice": 0.0001,
+    "purchaseAmount": 1000,
+    "remainingAmount": None,
+    "realizedProfitSol": 0,
+    "dcaTransactionIds": [],
+    "createdAt": "2026-11-21T12:00:00.000Z",
+}
+
+
+def test_url_maps_scheme_and_encodes_both_parameters() -> None:
+    assert build_url("https://x.com", "a.b", "ag") == "wss://x.com/ws?token=a.b&agentId=ag"
+    assert build_url("http://h:4000/", "t+/=", "a b") == "ws://h:4000/ws?token=t%2B%2F%3D&agentId=a%20b"
+    d = NexgentDialect("http://h", "eyJ.SECRET", "agent")
+    assert "SECRET" in d.url and "SECRET" not in d.safe_url
+
+
+def test_verdicts() -> None:
+    d = NexgentDialect("http://h", "t", "a")
+    assert d.handshake_verdict(401) is Verdict.AUTH_FAILED
+    assert d.handshake_verdict(500) is Verdict.RECONNECT
+    assert d.close_verdict(1008, "Agent not found") is Verdict.FATAL
+    assert d.close_verdict(1000, "New connection established") is Verdict.REPLACED
+    assert d.close_verdict(1000, "Connection timeout") is Verdict.RECONNECT
+    assert d.close_verdict(1000, "Server shutdown") is Verdict.RECONNECT
+    assert d.close_verdict(1011, "Internal server error") is Verdict.RECONNECT
+    pong = json.loads(d.pong(Ping(), "2026-11-21T12:00:00Z"))
+    assert pong == {"type": "pong", "timestamp": "2026-11-21T12:00:00Z"}
+
+
+@pytest.mark.parametrize(
+    ("message", "event"),
+    [
+        ({"type": "connected", "data": {"agentId": "a1", "timestamp": "x"}}, AgentConnected("a1")),
+        ({"type": "ping", "timestamp": "t"}, Ping("t")),
+        ({"type": "pong", "timestamp": "t"}, Pong()),
+        (
+            {"type": "error", "data": {"message": "Invalid message format"}},
+            ErrorMessage("Invalid message format"),
+        ),
+        ({"type": "brand_new"}, None),
+    ],
+)
+def test_simple_messages(message: dict[str, Any], event: Any) -> None:
+    assert decode(json.dumps(message), 0) == event
+
+
+def test_initial_data_and_position_updates() -> None:
+    initial = decode(json.dumps({"type": "initial_data", "data": {"positions": [RAW], "timestamp": "t"}}), 0)
+    assert isinstance(initial, InitialData) and initial.positions[0]["purchase_price"] == Decimal("0.0001")
+    created = decode(
+        json.dumps({"type": "position_update", "data": {"eventType": "position_created", "position": RAW}}), 0
+    )
+    assert isinstance(created, PositionChange) and created.type is PositionEventType.CREATED
+    partial = decode(
+        json.dumps(
+            {
+                "type": "position_update",
+                "data": {"eventType": "position_updated", "position": {"id": "p1", "remainingAmount": 400}},
+            }
+        ),
+        0,
+    )
+    assert isinstance(partial, PositionChange) and partial.fields == {
+        "id": "p1",
+        "remaining_amount": Decimal(400),
+    }
+    closed = decode(
+        json.dumps({"type": "position_update", "data": {"eventType": "position_closed", "positionId": "p1"}}),
+        0,
+    )
+    assert closed == PositionChange(PositionEventType.CLOSED, "p1", None)
+
+
+def test_price_batch_lower_cases_and_keeps_decimals_exact() -> None:
+    batch = decode(
+        json.dumps(
+            {
+                "type": "price_update_batch",
+                "data": {
+                    "updates": [{"tokenAddress": "So1TokenABC", "price": 0.0000123, "priceUsd": 0.0021}],
+                    "timestamp": "2026-11-21T12:00:00Z",
+                },
+            }
+        ),
+        0,
+    )
+    assert isinstance(batch, PriceBatch)
+    assert batch.updates[0].token_address == "so1tokenabc"
+    assert batch.updates[0].price == Decimal("0.0000123") and batch.updates[0].price_usd == Decimal("0.0021")
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"type": "initial_data", "data": {"positions": "nope"}},
+        {"type": "initial_data", "data": {"positions": [{"id": "p"}]}},
+        {"type": "initial_data", "data": {"positions": [{**RAW, "purchasePrice": "abc"}]}},
+        {"type": "initial_data", "data": {"positions": [{**RAW, "purchasePrice": float("inf")}]}},
+        {"type": "position_update", "data": {"eventType": "position_exploded", "position": RAW}},
+        {
+            "type": "position_update",
+            "data": {"eventType": "position_updated", "position": {"remainingAmount": 1}},
+        },
+        {"type": "price_update_batch", "data": {"updates": [{"tokenAddress": 5, "price": 1}]}},
+        {"type": "price_update_batch", "data": {"updates": [{"tokenAddress": "a", "price": None}]}},
+        {"type": "price_update_batch", "data": None},
+    ],
+)
+def test_malformed_messages_raise_protocol_error(message: dict[str, Any]) -> None:
+    with pytest.raises(ProtocolError):
+        decode(json.dumps(message), 0)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=25,
+)
+position_like = st.dictionaries(
+    st.sampled_from(
+        [
+            "id",
+            "tokenAddress",
+            "purchasePrice",
+            "purchaseAmount",
+            "remainingAmount",
+            "createdAt",
+            "dcaCount",
+            "dcaTransactionIds",
+        ]
+    ),
+    json_values,
+)
+envelopes = st.fixed_dictionaries(
+    {
+        "type": st.sampled_from(
+            [
+                "connected",
+                "initial_data",
+                "position_update",
+                "price_update_batch",
+                "ping",
+                "pong",
+                "error",
+                "subscribed",
+            ]
+        )
+    },
+    optional={
+        "data": st.fixed_dictionaries(
+            {},
+            optional={
+                "positions": st.lists(position_like, max_size=3) | json_values,
+                "eventType": st.sampled_from(["position_created", "position_updated", "position_closed"])
+                | json_values,
+                "position": position_like | json_values,
+                "positionId": json_values,
+                "updates": st.lists(
+                    st.dictionaries(st.sampled_from(["tokenAddress", "price", "priceUsd"]), json_values),
+                    max_size=3,
+                )
+                | json_values,
+                "message": json_values,
+            },
+        )
+        | json_values,
+        "timestamp": json_values,
+    },
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(envelopes.map(json.dumps), json_values.map(json.dumps), st.text()))
+def test_any_input_gives_an_event_or_a_typed_error(text: str) -> None:
+    try:
+        decode(text, 0)
+    except AgentXError:
+        pass
+
+
+def test_recompute_follows_the_server_formulas() -> None:
+    fields = parse_position(RAW)
+    out = recompute(fields, Decimal("0.0002"), Decimal("0.03"))
+    assert out["position_value_sol"] == Decimal("0.2000")
+    assert out["profit_loss_sol"] == Decimal("0.1000")  # the seed's formula, no take-profit
+    assert out["profit_loss_percent"] == Decimal(100)
+    assert out["price_change_percent"] == Decimal(100)
+    assert out["current_price_usd"] == Decimal("0.03") and out["position_value_usd"] == Decimal("30")
+    after_tp = {**fields, "remaining_amount": Decimal(400), "realized_profit_sol": Decimal("0.06")}
+    out = recompute(after_tp, Decimal("0.0002"), None)
+    # holding 400: value 0.08; P/L = 0.06 + 0.08 - 0.0001 * 400 = 0.10; cost basis 0.1
+    assert out["position_value_sol"] == Decimal("0.0800")
+    assert out["profit_loss_sol"] == Decimal("0.1000")
+    assert out["profit_loss_percent"] == Decimal(100)
+    zero = recompute({**fields, "purchase_price": Decimal(0)}, Decimal(1), None)
+    assert zero["profit_loss_percent"] == 0 and zero["price_change_percent"] == 0
+
+
+def test_book_replays_updates_that_came_before_initial_data() -> None:
+    book = PositionBook()
+    early = PositionChange(PositionEventType.CREATED, "p2", parse_position({**RAW, "id": "p2"}))
+    assert book.change(early) is None and not book.records
+    replayed = book.initial([parse_position(RAW)])
+    assert [e.position_id for e in replayed] == ["p2"]
+    assert set(book.records) == {"p1", "p2"}
+
+
+def test_book_batch_matches_addresses_case_insensitively_and_merges_updates() -> None:
+    book = PositionBook()
+    book.initial([parse_position(RAW)])
+    batch = decode(
+        json.dumps(
+            {
+                "type": "price_update_batch",
+                "data": {"updates": [{"tokenAddress": "so1tokenabc", "price": 0.0002, "priceUsd": 0.03}]},
+            }
+        ),
+        0,
+    )
+    assert isinstance(batch, PriceBatch)
+    book.price_batch(batch)
+    assert book.records["p1"].current_price == Decimal("0.0002")
+    assert book.records["p1"].profit_loss_percent == Decimal(100)
+    event = book.change(
+        PositionChange(PositionEventType.UPDATED, "p1", {"id": "p1", "remaining_amount": Decimal(500)})
+    )
+    assert event is not None and event.position is not None
+    assert event.position.token_symbol == "BONK"  # kept from before
+    assert event.position.position_value_sol == Decimal("0.1000")  # recomputed for 500 held
+    closed = book.change(PositionChange(PositionEventType.CLOSED, "p1", None))
+    assert closed is not None and closed.position is not None and not book.records
+
+
+def test_book_marks_stale_on_disconnect_and_clears_on_close() -> None:
+    book = PositionBook()
+    book.initial([parse_position(RAW)])
+    book.disconnected()
+    assert book.stale and book.records and not book.loaded
+    book.initial([])
+    assert not book.stale and not book.records
+    book.clear()
+    assert not book.prices
