@@ -326,6 +326,8 @@ class BaseClient:
 
     def link_lost(self, error: AgentXError, retry_in: float | None) -> None:
         with self._lock:
+            if isinstance(error, ProtocolError):  # a frame the connection could not survive
+                self._bad_messages += 1
             self._connected_since = None
             self._on_lost()
             if self._started:

@@ -311,9 +311,10 @@ class Connection:
             try:
                 tls = context.wrap_socket(sock, server_hostname=host)
             except ssl.SSLCertVerificationError as exc:
+                # Not retried: an untrusted certificate does not fix itself.
                 raise TLSError(f"TLS certificate of {host} refused: {exc.verify_message}") from None
             except ssl.SSLError as exc:
-                raise TLSError(f"TLS handshake with {host} failed: {exc.reason}") from None
+                raise ConnectionLostError(f"TLS handshake with {host} failed: {exc.reason}") from None
             with self._lock:
                 self._sock = sock = tls
         try:

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from agentx_sync import AgentExchangeWS, BackoffPolicy
-from agentx_sync.sim import Simulator
+from agentx_sync import AgentExchangeWS, BackoffPolicy, NexgentWS
+from agentx_sync.sim import NexgentSimulator, Simulator
 
 #: Fast reconnects for tests; the defaults (1 s doubling to 60 s) are tested purely.
 FAST = BackoffPolicy(initial=0.05, maximum=0.2, jitter=0.2, stable_after=5.0)
@@ -67,6 +67,35 @@ def client(sim: Simulator) -> Iterator[Callable[..., AgentExchangeWS]]:
     yield make
     for ws in made:
         assert ws.close(timeout=2.0), "close() did not join every thread"
+
+
+@pytest.fixture
+def nsim() -> Iterator[NexgentSimulator]:
+    with NexgentSimulator(price_interval=0, ping_interval=30, seed=2) as server:
+        yield server
+
+
+@pytest.fixture
+def agent(nsim: NexgentSimulator) -> str:
+    return nsim.add_agent("agent-1")
+
+
+@pytest.fixture
+def nclient(nsim: NexgentSimulator, agent: str) -> Iterator[Callable[..., NexgentWS]]:
+    made: list[NexgentWS] = []
+
+    def make(**options: Any) -> NexgentWS:
+        options.setdefault("api_url", nsim.url.replace("ws://", "http://"))
+        options.setdefault("token", nsim.issue_token())
+        options.setdefault("agent_id", agent)
+        options.setdefault("backoff", FAST)
+        ws = NexgentWS(**options)
+        made.append(ws)
+        return ws
+
+    yield make
+    for ws in made:
+        assert ws.close(timeout=2.0)
 
 
 def eventually(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:

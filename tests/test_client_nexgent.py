@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
-from typing import Any
 
 import pytest
 
@@ -31,38 +30,9 @@ from agentx_sync import (
 from agentx_sync.sim import NexgentSimulator
 from agentx_sync.sim.nexgent import with_prices
 
-from .conftest import FAST, eventually, next_event
+from .conftest import eventually, next_event
 
 Make = Callable[..., NexgentWS]
-
-
-@pytest.fixture
-def nsim() -> Iterator[NexgentSimulator]:
-    with NexgentSimulator(price_interval=0, ping_interval=30, seed=2) as server:
-        yield server
-
-
-@pytest.fixture
-def agent(nsim: NexgentSimulator) -> str:
-    return nsim.add_agent("agent-1")
-
-
-@pytest.fixture
-def nclient(nsim: NexgentSimulator, agent: str) -> Iterator[Make]:
-    made: list[NexgentWS] = []
-
-    def make(**options: Any) -> NexgentWS:
-        options.setdefault("api_url", nsim.url.replace("ws://", "http://"))
-        options.setdefault("token", nsim.issue_token())
-        options.setdefault("agent_id", agent)
-        options.setdefault("backoff", FAST)
-        ws = NexgentWS(**options)
-        made.append(ws)
-        return ws
-
-    yield make
-    for ws in made:
-        assert ws.close(timeout=2.0)
 
 
 def test_initial_positions_keep_server_values_and_base58_case(

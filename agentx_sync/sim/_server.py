@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import socket
+import ssl
 import struct
 import threading
 from collections.abc import Callable, Coroutine
@@ -24,6 +25,10 @@ from websockets.http11 import Request, Response
 __all__ = ["SimBase", "SimConnection"]
 
 log = logging.getLogger("agentx_sync.sim")
+# websockets logs request lines (with their query strings: api keys, tokens) at
+# DEBUG. Its logger for the simulator stays at INFO so that never happens.
+_wire_log = logging.getLogger("agentx_sync.sim.server")
+_wire_log.setLevel(logging.INFO)
 
 T = TypeVar("T")
 
@@ -74,10 +79,18 @@ class SimBase:
 
     thread_name = "agentx-sync-sim"
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, max_size: int = 1 << 20) -> None:
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        max_size: int = 1 << 20,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.host = host
         self.port = port
         self.max_size = max_size
+        self.ssl_context = ssl_context
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: Server | None = None
@@ -128,7 +141,7 @@ class SimBase:
 
     @property
     def url(self) -> str:
-        return f"ws://{self.host}:{self.port}"
+        return f"{'wss' if self.ssl_context else 'ws'}://{self.host}:{self.port}"
 
     def call(self, coro: Coroutine[Any, Any, T], timeout: float = 5.0) -> T:
         """Run a coroutine on the simulator's loop from another thread."""
@@ -151,6 +164,8 @@ class SimBase:
             ping_interval=None,
             max_size=self.max_size,
             compression=None,
+            ssl=self.ssl_context,
+            logger=_wire_log,
         )
         self.port = self._server.sockets[0].getsockname()[1]
 

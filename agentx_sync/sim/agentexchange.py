@@ -12,6 +12,7 @@ import asyncio
 import itertools
 import json
 import random
+import ssl
 import time
 import uuid
 from collections.abc import Iterable
@@ -81,10 +82,11 @@ class AgentExchangeSimulator(SimBase):
         auto_trade: float | None = None,
         seed: int | None = None,
         max_size: int = 1 << 20,
+        ssl_context: ssl.SSLContext | None = None,
         auth_status: int = 403,
         max_subscriptions: int = MAX_SUBSCRIPTIONS,
     ) -> None:
-        super().__init__(host=host, port=port, max_size=max_size)
+        super().__init__(host=host, port=port, max_size=max_size, ssl_context=ssl_context)
         if isinstance(symbols, int):
             symbols = [f"SYM{i:04d}USDT" for i in range(symbols)]
         self.symbols = [s.upper() for s in symbols]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import random
 import secrets
+import ssl
 import time
 import uuid
 from datetime import UTC, datetime
@@ -94,8 +95,9 @@ class NexgentSimulator(SimBase):
         fail_initial_data: bool = False,
         seed: int | None = None,
         max_size: int = 1 << 20,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        super().__init__(host=host, port=port, max_size=max_size)
+        super().__init__(host=host, port=port, max_size=max_size, ssl_context=ssl_context)
         self.ping_interval = ping_interval
         self.price_interval = price_interval
         self.takeover_defect = takeover_defect
