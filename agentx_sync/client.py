@@ -214,6 +214,7 @@ class BaseClient:
                 reconnects=max(0, self._opened - 1),
                 messages=self._conn.messages,
                 bad_messages=self._bad_messages,
+                ignored_messages=self._conn.ignored,
                 dropped_events=self._events.dropped,
                 dropped_callbacks=self._dispatcher.queue.dropped,
                 callback_errors=self._dispatcher.errors,

@@ -138,6 +138,7 @@ class Connection:
         self.clock = clock
         self.last_received: float | None = None
         self.messages = 0
+        self.ignored = 0  # messages of a type or channel this library does not know
         self._rng = random.Random()
         self._lock = threading.Lock()  # guards _sock, _live and every send
         self._sock: socket.socket | None = None
@@ -409,6 +410,8 @@ class Connection:
                         self.send_text(dialect.pong(event, iso))
                     elif event is not None:
                         events.append(event)
+                    else:
+                        self.ignored += 1
                 elif opcode == frames.PING:
                     alive = True
                     self._send_frame(frames.encode_frame(frames.PONG, payload, os.urandom(4)))  # type: ignore[arg-type]

@@ -221,6 +221,7 @@ class Health(Record):
         reconnects: connections opened after the first one.
         messages: data messages decoded since start.
         bad_messages: messages that could not be decoded (each was logged).
+        ignored_messages: messages of an unknown type or channel (tolerated).
         dropped_events: events dropped from the full ``get_event`` queue.
         dropped_callbacks: events dropped because callbacks fell behind.
         callback_errors: exceptions raised by user callbacks.
@@ -236,6 +237,7 @@ class Health(Record):
     reconnects: int
     messages: int
     bad_messages: int
+    ignored_messages: int
     dropped_events: int
     dropped_callbacks: int
     callback_errors: int

@@ -1,0 +1,154 @@
+"""TLS verification, secrets kept out of every output, loopback by default."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Iterator
+
+import pytest
+import trustme
+
+from agentx_sync import AgentExchangeWS, AuthenticationError, Connected, ConnectionState, NexgentWS, TLSError
+from agentx_sync.sim import NexgentSimulator, Simulator
+
+from .conftest import FAST, eventually, next_event
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+def server_context(ca: trustme.CA, *names: str) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(*names).configure_cert(context)
+    return context
+
+
+def client_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context
+
+
+def test_untrusted_certificate_is_refused_clearly_and_not_retried(ca: trustme.CA) -> None:
+    with Simulator(rate=10, ssl_context=server_context(ca, "127.0.0.1")) as sim:
+        assert sim.url.startswith("wss://127.0.0.1:")
+        ws = AgentExchangeWS(api_key="ak_test", base_url=sim.url, backoff=FAST)
+        with pytest.raises(TLSError, match="certificate"):
+            ws.start().wait_connected(timeout=2)
+        assert ws.state is ConnectionState.FAILED
+        assert ws.close(2)
+
+
+def test_wrong_host_name_is_refused(ca: trustme.CA) -> None:
+    with Simulator(rate=10, ssl_context=server_context(ca, "exchange.example")) as sim:
+        ws = AgentExchangeWS(
+            api_key="ak_test", base_url=sim.url, ssl_context=client_context(ca), backoff=FAST
+        )
+        with pytest.raises(TLSError, match="mismatch|match"):
+            ws.start().wait_connected(timeout=2)
+        assert ws.close(2)
+
+
+def test_user_supplied_ca_is_accepted_for_both_clients(ca: trustme.CA) -> None:
+    with Simulator(rate=50, ssl_context=server_context(ca, "127.0.0.1")) as sim:
+        with AgentExchangeWS(api_key="ak_test", base_url=sim.url, ssl_context=client_context(ca)) as ws:
+            assert ws.wait_for_price("BTCUSDT", 5) > 0
+    with NexgentSimulator(price_interval=0, ssl_context=server_context(ca, "127.0.0.1")) as nsim:
+        agent = nsim.add_agent()
+        url = nsim.url.replace("wss://", "https://")
+        with NexgentWS(
+            api_url=url, token=nsim.issue_token(), agent_id=agent, ssl_context=client_context(ca)
+        ) as nws:
+            assert nws.wait_for_positions(5) == []
+
+
+class Capture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+        if record.exc_info and record.exc_info[1] is not None:
+            self.lines.append(repr(record.exc_info[1]))
+
+
+@pytest.fixture
+def everything() -> Iterator[Capture]:
+    """Every log record of every logger, at DEBUG."""
+    handler = Capture()
+    handler.setFormatter(logging.Formatter("%(name)s %(message)s %(args)s"))
+    root = logging.getLogger()
+    old = root.level
+    root.setLevel(logging.DEBUG)
+    root.addHandler(handler)
+    yield handler
+    root.removeHandler(handler)
+    root.setLevel(old)
+
+
+def chain(error: BaseException | None) -> str:
+    texts = []
+    while error is not None:
+        texts.append(f"{error!r} {error}")
+        error = error.__cause__ or error.__context__
+    return " ".join(texts)
+
+
+def test_api_key_never_appears_anywhere(everything: Capture) -> None:
+    secret = "ak_live_S3CR3T/+=key"
+    with Simulator(rate=100, api_keys=[secret]) as sim:
+        ws = AgentExchangeWS(api_key=secret, base_url=sim.url, backoff=FAST)
+        errors: list[Exception] = []
+        ws.on_error()(errors.append)
+        ws.start().wait_connected(5)
+        ws.wait_for_price("BTCUSDT", 5)
+        sim.send_raw("garbage")
+        sim.drop_all(abrupt=True)
+        next_event(ws, Connected)
+        seen = repr(ws) + str(ws.health())
+        assert ws.close(2)
+        sim.refuse_key(secret)
+        refused = AgentExchangeWS(api_key=secret, base_url=sim.url, backoff=FAST)
+        with pytest.raises(AuthenticationError) as info:
+            refused.start().wait_connected(2)
+        assert refused.close(2)
+        eventually(lambda: len(errors) >= 2)
+    text = "\n".join(everything.lines) + seen + chain(info.value) + " ".join(chain(e) for e in errors)
+    assert everything.lines, "nothing was logged: the capture is broken"
+    for form in (secret, "S3CR3T", "S3CR3T%2F%2B%3Dkey"):
+        assert form not in text
+
+
+def test_jwt_never_appears_anywhere(everything: Capture) -> None:
+    with NexgentSimulator(price_interval=0.05) as sim:
+        agent = sim.add_agent()
+        good = sim.issue_token()
+        expired = sim.issue_token(ttl=0)
+        ws = NexgentWS(
+            api_url=sim.url, token=expired, agent_id=agent, token_provider=lambda: good, backoff=FAST
+        )
+        ws.start().wait_for_positions(5)
+        sim.drop_all(code=1011, reason="Internal server error")
+        ws.wait_for_positions(5)
+        seen = repr(ws) + str(ws.health())
+        assert ws.close(2)
+        bad = NexgentWS(api_url=sim.url, token=expired, agent_id=agent, backoff=FAST)
+        with pytest.raises(AuthenticationError) as info:
+            bad.start().wait_connected(2)
+        assert bad.close(2)
+    text = "\n".join(everything.lines) + seen + chain(info.value)
+    assert everything.lines
+    for token in (good, expired, good.split(".", 1)[1], expired.split(".", 1)[1]):
+        assert token not in text
+
+
+def test_simulators_bind_loopback_by_default() -> None:
+    with Simulator(rate=0) as sim, NexgentSimulator(price_interval=0) as nsim:
+        for server in (sim, nsim):
+            assert server.host == "127.0.0.1"
+            assert server._server is not None
+            assert {s.getsockname()[0] for s in server._server.sockets} == {"127.0.0.1"}
