@@ -47,7 +47,7 @@ def test_wrong_host_name_is_refused(ca: trustme.CA) -> None:
         ws = AgentExchangeWS(
             api_key="ak_test", base_url=sim.url, ssl_context=client_context(ca), backoff=FAST
         )
-        with pytest.raises(TLSError, match="mismatch|match"):
+        with pytest.raises(TLSError, match="mismatch"):
             ws.start().wait_connected(timeout=2)
         assert ws.close(2)
 
