@@ -335,7 +335,7 @@ class BaseClient:
                 self._set_status(ConnectionState.BACKOFF)
         log.warning("%s; reconnecting in %.2f s", error, retry_in or 0.0)
         self._report(error)
-        self._emit(("disconnect",), Disconnected(error, retry_in))
+        self._emit(("disconnect",), Disconnected(error, retry_in, self._conn.session_messages))
 
     def _on_lost(self) -> None:
         """Forget per-connection state; client lock held."""
@@ -354,7 +354,7 @@ class BaseClient:
         log.error("%s: not reconnecting", error)
         self._state.stop_waiters(error)
         self._report(error)
-        self._emit(("disconnect",), Disconnected(error, None))
+        self._emit(("disconnect",), Disconnected(error, None, self._conn.session_messages))
 
 
 class AgentExchangeWS(BaseClient):

@@ -138,6 +138,7 @@ class Connection:
         self.clock = clock
         self.last_received: float | None = None
         self.messages = 0
+        self.session_messages = 0  # on the current (or last) connection
         self.ignored = 0  # messages of a type or channel this library does not know
         self._rng = random.Random()
         self._lock = threading.Lock()  # guards _sock, _live and every send
@@ -361,6 +362,7 @@ class Connection:
         reader = frames.FrameReader(self.max_message_size)
         now = clock()
         self.last_received = now
+        self.session_messages = 0
         self.backoff.connected(now)
         with self._lock:
             if self._stopping.is_set():
@@ -394,6 +396,7 @@ class Connection:
             for opcode, payload in reader.feed(data):
                 if opcode == frames.TEXT:
                     self.messages += 1
+                    self.session_messages += 1
                     try:
                         event = decode(payload, now)  # type: ignore[arg-type]
                     except ProtocolError as exc:

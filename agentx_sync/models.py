@@ -197,10 +197,12 @@ class Disconnected(Record):
         error: why it ended.
         retry_in: seconds until the next attempt, or ``None`` when the client
             will not reconnect (fatal error, takeover, close).
+        messages: messages received on the connection that ended.
     """
 
     error: Exception | None
     retry_in: float | None
+    messages: int = 0
 
 
 @attrs.frozen

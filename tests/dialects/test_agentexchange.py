@@ -254,3 +254,21 @@ def test_subscription_messages() -> None:
     assert (
         Subscription("ticker_all").message("unsubscribe") == '{"action":"unsubscribe","channel":"ticker_all"}'
     )
+
+
+@pytest.mark.parametrize("choice", ["stdlib", ""])
+def test_json_parser_choice(choice: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = "from agentx_sync.dialects import JSON_PARSER; print(JSON_PARSER)"
+    env = {**os.environ, "AGENTX_SYNC_JSON": choice}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    try:
+        import orjson  # noqa: F401
+
+        expected = "stdlib" if choice == "stdlib" else "orjson"
+    except ImportError:
+        expected = "stdlib"
+    assert out.strip() == expected
