@@ -22,13 +22,18 @@ from typing import Any
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
-def ticker_frame(symbol: str, price: str, stamp: str = "2026-11-21T12:00:00.123Z") -> bytes:
-    """One unmasked server text frame holding an AgentExchange ticker message."""
+def ticker_frame(symbol: str, price: str, quantity: str = "0.012") -> bytes:
+    """One unmasked server text frame holding an AgentExchange ticker message (~110 bytes)."""
     text = json.dumps(
         {
             "channel": "ticker",
             "symbol": symbol,
-            "data": {"price": price, "quantity": "0.012", "timestamp": stamp, "is_buyer_maker": False},
+            "data": {
+                "price": price,
+                "quantity": quantity,
+                "timestamp": "2026-11-21T12:00:00.123Z",
+                "is_buyer_maker": False,
+            },
         },
         separators=(",", ":"),
     ).encode()
@@ -80,7 +85,8 @@ def _serve(
     connections: int,
 ) -> None:
     names = symbols(count)
-    block = 200 if rate is None or rate > 20_000 else max(1, int(rate / 1000))
+    # Paced feeds write a few messages at a time, as a live server would.
+    block = 200 if rate is None else max(1, int(rate / 10_000))
     static = b"".join(ticker_frame(names[i % count], f"{60000 + i % 997}.25") for i in range(count))
     with socket.socket() as listener:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -103,14 +109,17 @@ def _serve(
                 frame_len = len(static) // count
                 while sent < limit:
                     n = min(block, limit - sent)
-                    if stamped:
+                    if stamped:  # the send time, on the system-wide monotonic clock, as "quantity"
                         now = f"{time.monotonic():.6f}"
                         payload = b"".join(
-                            ticker_frame(names[(cursor + k) % count], f"{60000 + k}.25", now) for k in range(n)
+                            ticker_frame(names[(cursor + k) % count], f"{60000 + k}.25", now)
+                            for k in range(n)
                         )
-                    else:
+                    elif n < count:
                         first = (cursor % count) * frame_len
-                        payload = (static * 2)[first : first + n * frame_len] if n < count else static * (n // count)
+                        payload = (static * 2)[first : first + n * frame_len]
+                    else:
+                        payload = static * (n // count)
                         n = len(payload) // frame_len
                     try:
                         conn.sendall(payload)
