@@ -1,7 +1,7 @@
 """The seed's "Then in your agent setup" part, runnable against the simulator.
 
-    agentx-sync sim &          # or any AgentExchange server
-    AGENTEXCHANGE_API_KEY=ak_test AGENTEXCHANGE_WS_URL=ws://127.0.0.1:8000 python examples/agent_setup.py
+agentx-sync sim &          # or any AgentExchange server
+AGENTEXCHANGE_API_KEY=ak_test AGENTEXCHANGE_WS_URL=ws://127.0.0.1:8000 python examples/agent_setup.py
 """
 
 import sys

@@ -264,7 +264,9 @@ def test_json_parser_choice(choice: str) -> None:
 
     code = "from agentx_sync.dialects import JSON_PARSER; print(JSON_PARSER)"
     env = {**os.environ, "AGENTX_SYNC_JSON": choice}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout
     try:
         import orjson  # noqa: F401
 
