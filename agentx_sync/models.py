@@ -9,14 +9,15 @@ the same value, and ``keys()``, ``get()``, ``in`` and ``to_dict()`` work.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 
 __all__ = [
+    "POSITION_FIELDS",
     "Candle",
     "Connected",
     "ConnectionState",
@@ -257,60 +258,245 @@ def _camel(name: str) -> str:
     return head + "".join(p.title() for p in rest)
 
 
-@attrs.frozen
-class Position(Record):
-    """A Nexgent position, with its price and P/L fields.
+#: Position fields in record order: what the wire carries, then the price and P/L fields.
+POSITION_FIELDS: tuple[str, ...] = (
+    "id",
+    "token_address",
+    "agent_id",
+    "wallet_address",
+    "token_symbol",
+    "purchase_transaction_id",
+    "purchase_price",
+    "purchase_amount",
+    "total_invested_sol",
+    "dca_count",
+    "last_dca_time",
+    "lowest_price",
+    "dca_transaction_ids",
+    "current_stop_loss_percentage",
+    "peak_price",
+    "last_stop_loss_update",
+    "remaining_amount",
+    "take_profit_levels_hit",
+    "take_profit_transaction_ids",
+    "last_take_profit_time",
+    "moon_bag_activated",
+    "moon_bag_amount",
+    "realized_profit_sol",
+    "tp_batch_start_level",
+    "total_take_profit_levels",
+    "created_at",
+    "updated_at",
+    "current_price",
+    "current_price_usd",
+    "purchase_price_usd",
+    "position_value_usd",
+    "position_value_sol",
+    "profit_loss_usd",
+    "profit_loss_sol",
+    "profit_loss_percent",
+    "price_change_percent",
+)
+#: Where the price and P/L fields start.
+PRICE_FIELDS_AT = POSITION_FIELDS.index("current_price")
+_POSITION_INDEX = {name: i for i, name in enumerate(POSITION_FIELDS)}
+_POSITION_KEYS = {**_POSITION_INDEX, **{_camel(n): i for n, i in _POSITION_INDEX.items()}}
+_POSITION_DEFAULTS = tuple(() if n.endswith("_ids") else None for n in POSITION_FIELDS)
+
+
+class _Derived:
+    """Stands in a Position for a USD figure computed from its other fields when read."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "DERIVED"
+
+    def __reduce__(self) -> str:
+        return "DERIVED"
+
+
+DERIVED: Any = _Derived()
+_VALUE_USD = POSITION_FIELDS.index("position_value_usd") - PRICE_FIELDS_AT
+_PNL_USD = POSITION_FIELDS.index("profit_loss_usd") - PRICE_FIELDS_AT
+
+
+class Position(tuple):  # type: ignore[type-arg]
+    """A Nexgent position, with its price and P/L fields. Immutable.
 
     Attributes are snake_case; item access also takes the wire's camelCase
     names, so ``p["tokenSymbol"]`` and ``p.get("profitLossPercent")`` work as
     in Nexgent's own examples. Amounts and prices are ``Decimal``; the price
     and P/L fields are ``None`` until a price for the token is known.
+
+    It is not an attrs class like the other records: a price batch rebuilds
+    up to thousands of positions, and a 36-field attrs record costs 3 µs to
+    build. Underneath it is a pair of tuples, the non-price fields (shared
+    between the records of one position) and the nine price fields, so a
+    batch builds only the small one (see benchmarks/).
     """
 
-    id: str
-    token_address: str
-    agent_id: str | None = None
-    wallet_address: str | None = None
-    token_symbol: str | None = None
-    purchase_transaction_id: str | None = None
-    purchase_price: Decimal | None = None
-    purchase_amount: Decimal | None = None
-    total_invested_sol: Decimal | None = None
-    dca_count: int | None = None
-    last_dca_time: datetime | None = None
-    lowest_price: Decimal | None = None
-    dca_transaction_ids: tuple[str, ...] = ()
-    current_stop_loss_percentage: Decimal | None = None
-    peak_price: Decimal | None = None
-    last_stop_loss_update: datetime | None = None
-    remaining_amount: Decimal | None = None
-    take_profit_levels_hit: int | None = None
-    take_profit_transaction_ids: tuple[str, ...] = ()
-    last_take_profit_time: datetime | None = None
-    moon_bag_activated: bool | None = None
-    moon_bag_amount: Decimal | None = None
-    realized_profit_sol: Decimal | None = None
-    tp_batch_start_level: int | None = None
-    total_take_profit_levels: int | None = None
-    created_at: datetime | None = None
-    updated_at: datetime | None = None
-    current_price: Decimal | None = None
-    current_price_usd: Decimal | None = None
-    purchase_price_usd: Decimal | None = None
-    position_value_usd: Decimal | None = None
-    position_value_sol: Decimal | None = None
-    profit_loss_usd: Decimal | None = None
-    profit_loss_sol: Decimal | None = None
-    profit_loss_percent: Decimal | None = None
-    price_change_percent: Decimal | None = None
+    __slots__ = ()
+
+    if TYPE_CHECKING:
+        id: str
+        token_address: str
+        agent_id: str | None
+        wallet_address: str | None
+        token_symbol: str | None
+        purchase_transaction_id: str | None
+        purchase_price: Decimal | None
+        purchase_amount: Decimal | None
+        total_invested_sol: Decimal | None
+        dca_count: int | None
+        last_dca_time: datetime | None
+        lowest_price: Decimal | None
+        dca_transaction_ids: tuple[str, ...]
+        current_stop_loss_percentage: Decimal | None
+        peak_price: Decimal | None
+        last_stop_loss_update: datetime | None
+        remaining_amount: Decimal | None
+        take_profit_levels_hit: int | None
+        take_profit_transaction_ids: tuple[str, ...]
+        last_take_profit_time: datetime | None
+        moon_bag_activated: bool | None
+        moon_bag_amount: Decimal | None
+        realized_profit_sol: Decimal | None
+        tp_batch_start_level: int | None
+        total_take_profit_levels: int | None
+        created_at: datetime | None
+        updated_at: datetime | None
+        current_price: Decimal | None
+        current_price_usd: Decimal | None
+        purchase_price_usd: Decimal | None
+        position_value_usd: Decimal | None
+        position_value_sol: Decimal | None
+        profit_loss_usd: Decimal | None
+        profit_loss_sol: Decimal | None
+        profit_loss_percent: Decimal | None
+        price_change_percent: Decimal | None
+
+    def __new__(cls, id: str, token_address: str, **fields: Any) -> Position:
+        values: list[Any] = list(_POSITION_DEFAULTS)
+        values[0], values[1] = id, token_address
+        for name, value in fields.items():
+            index = _POSITION_INDEX.get(name)
+            if index is None or index < 2:
+                raise TypeError(f"Position has no field {name!r}")
+            values[index] = value
+        return cls._make(values)
+
+    @classmethod
+    def _make(cls, values: Iterable[Any]) -> Position:
+        """Build from values in ``POSITION_FIELDS`` order (no checks: internal)."""
+        v = tuple(values)
+        return tuple.__new__(cls, (v[:PRICE_FIELDS_AT], v[PRICE_FIELDS_AT:]))
+
+    @classmethod
+    def _from_parts(cls, base: tuple[Any, ...], prices: tuple[Any, ...]) -> Position:
+        """Build from the non-price values and the nine price values (internal)."""
+        return tuple.__new__(cls, (base, prices))
+
+    def _values(self) -> tuple[Any, ...]:
+        base, prices = tuple.__iter__(self)
+        if prices[_VALUE_USD] is DERIVED or prices[_PNL_USD] is DERIVED:
+            prices = _derive(base, prices)
+        return base + prices  # type: ignore[no-any-return]
 
     @property
     def holding(self) -> Decimal | None:
         """What is still held: ``remaining_amount`` after a take-profit, else ``purchase_amount``."""
         return self.remaining_amount if self.remaining_amount is not None else self.purchase_amount
 
+    def __getitem__(self, key: Any) -> Any:
+        index = _POSITION_KEYS.get(key) if type(key) is str else None
+        if index is None:
+            raise KeyError(key)
+        return self._values()[index]
 
-Position._aliases = {_camel(f.name): f.name for f in attrs.fields(Position) if "_" in f.name}
+    def __contains__(self, key: object) -> bool:
+        return key in _POSITION_KEYS
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(POSITION_FIELDS)
+
+    def keys(self) -> tuple[str, ...]:
+        return POSITION_FIELDS
+
+    def get(self, key: str, default: Any = None) -> Any:
+        index = _POSITION_KEYS.get(key)
+        return default if index is None else self._values()[index]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(zip(POSITION_FIELDS, self._values(), strict=True))
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={v!r}" for k, v in zip(POSITION_FIELDS, self._values(), strict=True))
+        return f"Position({shown})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Position._make, (self._values(),))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Position):
+            return self._values() == other._values()
+        return NotImplemented
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+
+def _derive(base: tuple[Any, ...], prices: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Fill in ``position_value_usd`` and ``profit_loss_usd`` from the other fields.
+
+    ``positionValueUsd = currentPriceUsd * holding``; ``profitLossUsd`` is
+    ``profitLossSol`` at the current SOL/USD rate (``currentPriceUsd / currentPrice``).
+    """
+    remaining, bought = base[_REMAINING], base[_BOUGHT]
+    holding = remaining if remaining is not None else bought
+    price, usd, pnl = prices[0], prices[1], prices[_PNL_SOL]
+    value_usd = None if usd is None or holding is None else usd * holding
+    pnl_usd = None if usd is None or not price or pnl is None else pnl * usd / price
+    out = list(prices)
+    out[_VALUE_USD], out[_PNL_USD] = value_usd, pnl_usd
+    return tuple(out)
+
+
+_REMAINING = POSITION_FIELDS.index("remaining_amount")
+_BOUGHT = POSITION_FIELDS.index("purchase_amount")
+_PNL_SOL = POSITION_FIELDS.index("profit_loss_sol") - PRICE_FIELDS_AT
+
+
+def _field(part: int, index: int, name: str) -> property:
+    if part == 1 and index in (_VALUE_USD, _PNL_USD):
+
+        def derived(self: Position) -> Any:
+            base, prices = tuple.__iter__(self)
+            value = prices[index]
+            return _derive(base, prices)[index] if value is DERIVED else value
+
+        return property(derived, doc=f"The position's {name} (derived from its other fields).")
+
+    def read(self: Position) -> Any:
+        return tuple.__getitem__(self, part)[index]
+
+    return property(read, doc=f"The position's {name}.")
+
+
+for _i, _name in enumerate(POSITION_FIELDS):
+    setattr(
+        Position,
+        _name,
+        _field(
+            int(_i >= PRICE_FIELDS_AT),
+            _i % PRICE_FIELDS_AT if _i < PRICE_FIELDS_AT else _i - PRICE_FIELDS_AT,
+            _name,
+        ),
+    )
+del _i, _name
 
 
 class PositionEventType(enum.StrEnum):

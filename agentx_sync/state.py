@@ -16,8 +16,11 @@ from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from .dialects.nexgent import PositionChange, recompute
+from .dialects.nexgent import PositionChange, Terms, terms, valuation
 from .models import (
+    DERIVED,
+    POSITION_FIELDS,
+    PRICE_FIELDS_AT,
     Candle,
     Order,
     Portfolio,
@@ -29,6 +32,8 @@ from .models import (
 )
 
 __all__ = ["PositionBook", "State"]
+
+_ZERO = Decimal(0)
 
 T = TypeVar("T")
 
@@ -140,8 +145,10 @@ class PositionBook:
     """Nexgent positions and token prices. Pure; the State's lock guards it.
 
     Positions are kept as parsed wire fields, merged as updates arrive, and
-    turned into :class:`Position` records with their P/L recomputed from the
-    latest price of their token (matched case-insensitively).
+    turned into :class:`Position` records whose price and P/L fields are
+    recomputed from the latest price of their token (matched
+    case-insensitively). A price batch touches only the positions of its
+    tokens, with each position's price-independent terms computed in advance.
     """
 
     def __init__(self) -> None:
@@ -152,16 +159,20 @@ class PositionBook:
         self.stale = False  # kept from a connection that was lost
         self.error: Exception | None = None  # the server could not load positions
         self._early: list[PositionChange] = []
+        # Per token (lower-case), per position: its non-price values (record
+        # order) and its valuation terms; what a price batch needs, at hand.
+        self._plans: dict[str, dict[str, tuple[tuple[Any, ...], Terms]]] = {}
 
     def initial(self, positions: Iterable[dict[str, Any]]) -> list[PositionEvent]:
         """Replace every position; then replay updates that came before it."""
-        self.fields = {f["id"]: dict(f) for f in positions}
-        for f in self.fields.values():
+        self.fields, self.records, self._plans = {}, {}, {}
+        for f in positions:
             price = f.get("current_price")
             if price is not None:
                 self.prices[f["token_address"].lower()] = (price, f.get("current_price_usd"))
-        # The server computed these values itself: take them as they are.
-        self.records = {pid: _position(f) for pid, f in self.fields.items()}
+            # The server computed these values itself: take them as they are.
+            self._index(dict(f))
+            self.records[f["id"]] = _position(f)
         self.loaded, self.stale, self.error = True, False, None
         early, self._early = self._early, []
         return [event for change in early if (event := self.change(change)) is not None]
@@ -173,30 +184,70 @@ class PositionBook:
             return None
         pid = change.position_id
         if change.type is PositionEventType.CLOSED:
-            self.fields.pop(pid, None)
+            self._forget(pid)
             return PositionEvent(change.type, pid, self.records.pop(pid, None))
         merged = {**self.fields.get(pid, {}), **(change.fields or {})}
         if "token_address" not in merged:
             return None  # a partial update of a position never seen
-        self.fields[pid] = merged
-        self.records[pid] = self._build(merged)
+        self._forget(pid)
+        self._index(merged)
+        self.records[pid] = self._build(pid)
         return PositionEvent(change.type, pid, self.records[pid])
 
     def price_batch(self, batch: PriceBatch) -> None:
-        """Apply every price of a batch, then recompute the positions it touches."""
-        touched = set()
-        for update in batch.updates:
-            self.prices[update.token_address] = (update.price, update.price_usd)
-            touched.add(update.token_address)
-        for pid, f in self.fields.items():
-            if f["token_address"].lower() in touched:
-                self.records[pid] = self._build(f)
+        """Apply every price of a batch and revalue the positions of those tokens.
 
-    def _build(self, f: dict[str, Any]) -> Position:
-        price = self.prices.get(f["token_address"].lower())
+        The loop is :func:`valuation` inlined (a test holds them equal): a batch
+        may revalue thousands of positions, and the call alone would cost a
+        fifth of the time.
+        """
+        new = tuple.__new__
+        plans = self._plans
+        records = self.records
+        prices = self.prices
+        zero = _ZERO
+        for update in batch.updates:
+            price, usd = quote = (update.price, update.price_usd)
+            if prices.get(update.token_address) == quote:
+                continue  # unchanged since the last batch: so are its positions
+            prices[update.token_address] = quote
+            derived = None if usd is None else DERIVED
+            for pid, (base, (holding, offset, cost_centi, purchase, price_centi, purchase_usd)) in plans.get(
+                update.token_address, {}
+            ).items():
+                value = price * holding
+                pnl = value + offset
+                values = (
+                    price,
+                    usd,
+                    purchase_usd,
+                    derived,
+                    value,
+                    derived,
+                    pnl,
+                    zero if cost_centi is None else pnl / cost_centi,
+                    zero if price_centi is None else (price - purchase) / price_centi,
+                )
+                records[pid] = new(Position, (base, values))
+
+    def _index(self, f: dict[str, Any]) -> None:
+        pid = f["id"]
+        self.fields[pid] = f
+        base = tuple(f.get(name, default) for name, default in _BASE)
+        self._plans.setdefault(f["token_address"].lower(), {})[pid] = (base, terms(f))
+
+    def _forget(self, pid: str) -> None:
+        old = self.fields.pop(pid, None)
+        if old is not None:
+            self._plans.get(old["token_address"].lower(), {}).pop(pid, None)
+
+    def _build(self, pid: str) -> Position:
+        token = self.fields[pid]["token_address"].lower()
+        base, t = self._plans[token][pid]
+        price = self.prices.get(token)
         if price is None:
-            return _position(f)
-        return _position({**f, **recompute(f, *price)})
+            return _position(self.fields[pid])
+        return Position._from_parts(base, valuation(t, *price))
 
     def disconnected(self) -> None:
         self.loaded = False
@@ -207,11 +258,15 @@ class PositionBook:
         self.fields.clear()
         self.records.clear()
         self.prices.clear()
+        self._plans.clear()
         self._early.clear()
         self.loaded = self.stale = False
         self.error = None
 
 
+_BASE = [(name, () if name.endswith("_ids") else None) for name in POSITION_FIELDS[:PRICE_FIELDS_AT]]
+
+
 def _position(fields: dict[str, Any]) -> Position:
     # ``fields`` holds only converted, known fields (see parse_position).
-    return Position(**fields)
+    return Position._make(fields.get(name, () if name.endswith("_ids") else None) for name in POSITION_FIELDS)

@@ -16,13 +16,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import attrs
 
 from ..errors import ProtocolError
-from ..models import PositionEventType, PriceBatch, PriceUpdate
+from ..models import DERIVED, PositionEventType, PriceBatch, PriceUpdate
 from . import ErrorMessage, Ping, Pong, Subscribed, Verdict, loads
 from ._wire import as_bool, as_dec, as_dict, as_opt_dec, as_opt_str, as_opt_ts, as_str
 
@@ -34,7 +34,8 @@ __all__ = [
     "build_url",
     "decode",
     "parse_position",
-    "recompute",
+    "terms",
+    "valuation",
 ]
 
 REPLACED_REASON: Final = "New connection established"
@@ -155,38 +156,63 @@ def parse_position(raw: Any, *, partial: bool = False) -> dict[str, Any]:
     return fields
 
 
-def recompute(fields: dict[str, Any], price: Decimal, price_usd: Decimal | None) -> dict[str, Any]:
-    """The price and P/L fields for ``price`` (SOL), computed as the server does.
+class Terms(NamedTuple):
+    """What a position's valuation needs besides the price: computed once per change."""
+
+    holding: Decimal  # remainingAmount if present, else purchaseAmount
+    offset: Decimal  # (realizedProfitSol or 0) - purchasePrice * holding
+    cost_centi: Decimal | None  # purchasePrice * purchaseAmount / 100 (exact); None for no cost
+    purchase_price: Decimal
+    price_centi: Decimal | None  # purchasePrice / 100 (exact); None for a zero price
+    purchase_price_usd: Decimal | None  # kept from initial_data: the server's own figure
+
+
+def terms(fields: dict[str, Any]) -> Terms:
+    """The price-independent part of the server's P/L formulas for a position."""
+    purchase_price = fields.get("purchase_price") or _ZERO
+    purchase_amount = fields.get("purchase_amount") or _ZERO
+    remaining = fields.get("remaining_amount")
+    holding = remaining if remaining is not None else purchase_amount
+    cost = purchase_price * purchase_amount
+    return Terms(
+        holding,
+        (fields.get("realized_profit_sol") or _ZERO) - purchase_price * holding,
+        cost.scaleb(-2) if cost else None,
+        purchase_price,
+        purchase_price.scaleb(-2) if purchase_price else None,
+        fields.get("purchase_price_usd"),
+    )
+
+
+def valuation(t: Terms, price: Decimal, price_usd: Decimal | None) -> tuple[Any, ...]:
+    """The nine price fields of a position, in record order, as the server computes them.
 
     ``holding = remainingAmount or purchaseAmount``;
     ``positionValueSol = currentPrice * holding``;
     ``profitLossSol = (realizedProfitSol or 0) + positionValueSol - purchasePrice * holding``;
     ``profitLossPercent = profitLossSol / (purchasePrice * purchaseAmount) * 100`` (0 for no cost);
-    ``priceChangePercent = (currentPrice - purchasePrice) / purchasePrice * 100``.
-    USD values use ``priceUsd``, and the batch's SOL/USD ratio for P/L.
+    ``priceChangePercent = (currentPrice - purchasePrice) / purchasePrice * 100`` (0 for no price).
+    Dividing by ``x / 100`` (an exact shift) is the same as ``/ x * 100`` with one rounding.
+    ``positionValueUsd`` and ``profitLossUsd`` are left ``DERIVED``: the record
+    computes them from its other fields when read.
+    Order: current_price, current_price_usd, purchase_price_usd,
+    position_value_usd, position_value_sol, profit_loss_usd, profit_loss_sol,
+    profit_loss_percent, price_change_percent.
     """
-    purchase_price = fields.get("purchase_price") or _ZERO
-    purchase_amount = fields.get("purchase_amount") or _ZERO
-    remaining = fields.get("remaining_amount")
-    holding = remaining if remaining is not None else purchase_amount
-    value = price * holding
-    pnl = (fields.get("realized_profit_sol") or _ZERO) + value - purchase_price * holding
-    cost = purchase_price * purchase_amount
-    out: dict[str, Any] = {
-        "current_price": price,
-        "position_value_sol": value,
-        "profit_loss_sol": pnl,
-        "profit_loss_percent": pnl / cost * _HUNDRED if cost else _ZERO,
-        "price_change_percent": (price - purchase_price) / purchase_price * _HUNDRED
-        if purchase_price
-        else _ZERO,
-    }
-    if price_usd is not None:
-        out["current_price_usd"] = price_usd
-        out["position_value_usd"] = price_usd * holding
-        if price:
-            out["profit_loss_usd"] = pnl * price_usd / price
-    return out
+    value = price * t.holding
+    pnl = value + t.offset
+    derived = None if price_usd is None else DERIVED
+    return (
+        price,
+        price_usd,
+        t.purchase_price_usd,
+        derived,
+        value,
+        derived,
+        pnl,
+        _ZERO if t.cost_centi is None else pnl / t.cost_centi,
+        _ZERO if t.price_centi is None else (price - t.purchase_price) / t.price_centi,
+    )
 
 
 # -- decoding ---------------------------------------------------------------------

@@ -19,10 +19,9 @@ from agentx_sync.dialects.nexgent import (
     build_url,
     decode,
     parse_position,
-    recompute,
 )
 from agentx_sync.errors import AgentXError, ProtocolError
-from agentx_sync.models import PositionEventType, PriceBatch
+from agentx_sync.models import PositionEventType, PriceBatch, PriceUpdate
 from agentx_sync.state import PositionBook
 
 RAW = {
@@ -209,22 +208,43 @@ def test_any_input_gives_an_event_or_a_typed_error(text: str) -> None:
         pass
 
 
-def test_recompute_follows_the_server_formulas() -> None:
+def revalue(fields: dict[str, Any], price: str, price_usd: str | None = None) -> dict[str, Any]:
+    """The position's fields after one price batch."""
+    book = PositionBook()
+    book.initial([fields])
+    update = PriceUpdate(
+        fields["token_address"].lower(), Decimal(price), Decimal(price_usd) if price_usd else None
+    )
+    book.price_batch(PriceBatch((update,), None))
+    return book.records[fields["id"]].to_dict()
+
+
+def test_valuation_follows_the_server_formulas() -> None:
     fields = parse_position(RAW)
-    out = recompute(fields, Decimal("0.0002"), Decimal("0.03"))
+    out = revalue(fields, "0.0002", "0.03")
     assert out["position_value_sol"] == Decimal("0.2000")
     assert out["profit_loss_sol"] == Decimal("0.1000")  # the seed's formula, no take-profit
     assert out["profit_loss_percent"] == Decimal(100)
     assert out["price_change_percent"] == Decimal(100)
     assert out["current_price_usd"] == Decimal("0.03") and out["position_value_usd"] == Decimal("30")
+    assert out["profit_loss_usd"] == Decimal("15")
     after_tp = {**fields, "remaining_amount": Decimal(400), "realized_profit_sol": Decimal("0.06")}
-    out = recompute(after_tp, Decimal("0.0002"), None)
+    out = revalue(after_tp, "0.0002")
     # holding 400: value 0.08; P/L = 0.06 + 0.08 - 0.0001 * 400 = 0.10; cost basis 0.1
     assert out["position_value_sol"] == Decimal("0.0800")
     assert out["profit_loss_sol"] == Decimal("0.1000")
     assert out["profit_loss_percent"] == Decimal(100)
-    zero = recompute({**fields, "purchase_price": Decimal(0)}, Decimal(1), None)
+    assert out["current_price_usd"] is None and out["profit_loss_usd"] is None
+    zero = revalue({**fields, "purchase_price": Decimal(0)}, "1")
     assert zero["profit_loss_percent"] == 0 and zero["price_change_percent"] == 0
+
+
+def test_percentages_are_exact_where_the_numbers_allow() -> None:
+    # 100 / 0.3 does not terminate: a precomputed reciprocal would show 99.999...
+    fields = parse_position({**RAW, "purchasePrice": "0.0003", "purchaseAmount": "3"})
+    out = revalue(fields, "0.0006")
+    assert out["price_change_percent"] == 100 and f"{out['price_change_percent']:.2f}" == "100.00"
+    assert out["profit_loss_percent"] == 100
 
 
 def test_book_replays_updates_that_came_before_initial_data() -> None:
@@ -271,3 +291,80 @@ def test_book_marks_stale_on_disconnect_and_clears_on_close() -> None:
     assert not book.stale and not book.records
     book.clear()
     assert not book.prices
+
+
+decimals = st.decimals(min_value=0, max_value=10**4, allow_nan=False, allow_infinity=False, places=4)
+
+
+def oracle(
+    pp: Decimal,
+    pa: Decimal,
+    remaining: Decimal | None,
+    realized: Decimal | None,
+    price: Decimal,
+    usd: Decimal | None,
+) -> dict[str, Any]:
+    """PROTOCOL.md's formulas, written out plainly."""
+    holding = remaining if remaining is not None else pa
+    value = price * holding
+    pnl = (realized or 0) + value - pp * holding
+    return {
+        "currentPrice": price,
+        "currentPriceUsd": usd,
+        "positionValueSol": value,
+        "profitLossSol": pnl,
+        "profitLossPercent": pnl / (pp * pa) * 100 if pp * pa else 0,
+        "priceChangePercent": (price - pp) / pp * 100 if pp else 0,
+        "positionValueUsd": None if usd is None else usd * holding,
+        "profitLossUsd": None if usd is None or not price else pnl * usd / price,
+    }
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    purchase_price=decimals,
+    purchase_amount=decimals,
+    remaining=st.none() | decimals,
+    realized=st.none() | decimals,
+    price=decimals,
+    price_usd=st.none() | decimals,
+)
+def test_batch_and_single_revaluation_follow_the_protocol_formulas(
+    purchase_price: Decimal,
+    purchase_amount: Decimal,
+    remaining: Decimal | None,
+    realized: Decimal | None,
+    price: Decimal,
+    price_usd: Decimal | None,
+) -> None:
+    fields = parse_position(
+        {
+            "id": "p",
+            "tokenAddress": "MixedCaseToken",
+            "purchasePrice": str(purchase_price),
+            "purchaseAmount": str(purchase_amount),
+            "remainingAmount": None if remaining is None else str(remaining),
+            "realizedProfitSol": None if realized is None else str(realized),
+        }
+    )
+    expected = oracle(purchase_price, purchase_amount, remaining, realized, price, price_usd)
+    book = PositionBook()
+    book.initial([fields])
+    book.price_batch(PriceBatch((PriceUpdate("mixedcasetoken", price, price_usd),), None))
+    by_batch = book.records["p"]
+    assert {k: by_batch[k] for k in expected} == expected
+    # A later single change values the position with valuation(): the same figures.
+    event = book.change(PositionChange(PositionEventType.UPDATED, "p", {"id": "p", "token_symbol": "X"}))
+    assert event is not None and event.position is not None
+    assert {k: event.position[k] for k in expected} == expected
+    assert event.position.position_value_usd == expected["positionValueUsd"]
+
+
+def test_unchanged_prices_leave_records_untouched() -> None:
+    book = PositionBook()
+    book.initial([parse_position(RAW)])
+    batch = PriceBatch((PriceUpdate("so1tokenabc", Decimal("0.0002"), None),), None)
+    book.price_batch(batch)
+    first = book.records["p1"]
+    book.price_batch(batch)
+    assert book.records["p1"] is first
