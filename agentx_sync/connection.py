@@ -370,7 +370,11 @@ class Connection:
             self._live = sock
         log.info("connected to %s", dialect.safe_url)
         handler.link_opened(self)
-        recv = sock.recv
+        # One buffer for the connection's life: recv(256 KiB) would allocate
+        # (and, above malloc's mmap threshold, map and unmap) 256 KiB per call.
+        buffer = bytearray(_READ_SIZE)
+        view = memoryview(buffer)
+        recv_into = sock.recv_into
         stale = self.stale_timeout
         pong_alive = dialect.pong_counts_as_liveness
         while True:
@@ -379,17 +383,18 @@ class Connection:
                 raise StaleConnectionError(f"nothing received for {stale:g} s; reconnecting")
             sock.settimeout(remaining)
             try:
-                data = recv(_READ_SIZE)
+                size = recv_into(buffer)
             except TimeoutError:
                 continue
             except (OSError, ssl.SSLError) as exc:
                 if self._stopping.is_set():
                     raise _Stopped from None
                 raise ConnectionLostError(f"the connection broke: {_describe(exc)}") from None
-            if not data:
+            if not size:
                 if self._stopping.is_set():
                     raise _Stopped
                 raise ConnectionLostError("the server dropped the connection without a close frame")
+            data = view[:size].tobytes()
             now = clock()
             events: list[Any] = []
             alive = False

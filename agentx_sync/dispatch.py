@@ -34,6 +34,7 @@ class EventQueue(Generic[T]):
         self._items: deque[T] = deque()
         self._cond = threading.Condition(threading.Lock())
         self._closed = False
+        self._waiting = 0  # consumers blocked in get()/get_all()
 
     def __len__(self) -> int:
         return len(self._items)
@@ -48,22 +49,32 @@ class EventQueue(Generic[T]):
                     queue.popleft()
                     self.dropped += 1
                 queue.append(item)
-            self._cond.notify()
+            if self._waiting:
+                self._cond.notify()
 
     def get(self, timeout: float | None) -> T | None:
         """Block until an item arrives; ``None`` on timeout or once closed and empty."""
         with self._cond:
-            if not self._cond.wait_for(lambda: self._items or self._closed, timeout):
+            if not self._wait(timeout):
                 return None
             return self._items.popleft() if self._items else None
 
     def get_all(self, timeout: float | None) -> list[T]:
         """Block until items arrive, then take them all (``[]`` on timeout or close)."""
         with self._cond:
-            self._cond.wait_for(lambda: self._items or self._closed, timeout)
+            self._wait(timeout)
             items = list(self._items)
             self._items.clear()
             return items
+
+    def _wait(self, timeout: float | None) -> bool:
+        if self._items or self._closed:
+            return True
+        self._waiting += 1
+        try:
+            return bool(self._cond.wait_for(lambda: self._items or self._closed, timeout))
+        finally:
+            self._waiting -= 1
 
     def close(self) -> None:
         with self._cond:

@@ -49,6 +49,7 @@ class State:
         self.portfolio: Portfolio | None = None
         self.book = PositionBook()
         self._stop: Exception | None = None
+        self._waiting = 0  # threads blocked in wait(): only then is notify worth its cost
 
     # -- writing (IO thread) ---------------------------------------------------
 
@@ -66,13 +67,15 @@ class State:
                     self.orders.append(event)
                 elif kind is Portfolio:
                     self.portfolio = event
-            self.cond.notify_all()
+            if self._waiting:
+                self.cond.notify_all()
 
     def mutate(self, change: Callable[[], T]) -> T:
         """Run ``change()`` under the lock as one state change; wake waiters."""
         with self.cond:
             result = change()
-            self.cond.notify_all()
+            if self._waiting:
+                self.cond.notify_all()
             return result
 
     def stop_waiters(self, error: Exception | None) -> None:
@@ -131,7 +134,12 @@ class State:
             return True
 
         with self.cond:
-            if not self.cond.wait_for(ready, timeout):
+            self._waiting += 1
+            try:
+                arrived = self.cond.wait_for(ready, timeout)
+            finally:
+                self._waiting -= 1
+            if not arrived:
                 raise TimeoutError(f"no {what} within {timeout} s")
             if result:
                 return result[0]

@@ -83,10 +83,12 @@ def _serve(
     stamped: bool,
     per_connection: int | None,
     connections: int,
+    tick: float,
 ) -> None:
     names = symbols(count)
-    # Paced feeds write a few messages at a time, as a live server would.
-    block = 200 if rate is None else max(1, int(rate / 10_000))
+    # A paced feed writes every `tick` seconds what is due: 1 ms ticks batch
+    # like a live server's event loop; tick=0 writes each message on its own.
+    block = 200 if rate is None else max(1, round(rate * tick))
     static = b"".join(ticker_frame(names[i % count], f"{60000 + i % 997}.25") for i in range(count))
     with socket.socket() as listener:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -102,6 +104,7 @@ def _serve(
             with conn:
                 _handshake(conn)
                 conn.setblocking(True)
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 sent = 0
                 start = time.monotonic()
                 cursor = 0
@@ -155,13 +158,14 @@ class Feed:
         stamped: bool = False,
         per_connection: int | None = None,
         connections: int = 1,
+        tick: float = 0.001,
     ) -> None:
         ctx = mp.get_context("spawn")
         self._ports: Any = ctx.Queue()
         self.stats: Any = ctx.Queue()
         self._process = ctx.Process(
             target=_serve,
-            args=(self._ports, self.stats, total, count, rate, stamped, per_connection, connections),
+            args=(self._ports, self.stats, total, count, rate, stamped, per_connection, connections, tick),
             daemon=True,
         )
         self.url = ""
