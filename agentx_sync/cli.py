@@ -1,173 +1,347 @@
-"""The ``agentx-sync`` command: ``sim`` runs the simulator, ``demo`` watches it live."""
+"""The ``agentx-sync`` command.
+
+    agentx-sync demo                                  the simulator, watched live
+    agentx-sync sim [--port --symbols --rate --dialect]
+    agentx-sync watch BTCUSDT ETHUSDT [--url --api-key]
+    agentx-sync watch --nexgent --url https://... --token JWT --agent-id ID
+
+``watch`` shows a live table (with ``rich`` when the ``[cli]`` extra is
+installed and the output is a terminal; plain text otherwise). Errors are one
+line on stderr and a non-zero exit status, never a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import threading
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
-from .client import AgentExchangeWS
-from .errors import AgentXError
-from .models import Order, Portfolio
+from .client import AgentExchangeWS, BaseClient, NexgentWS
+from .errors import AgentXError, AuthenticationError
+from .models import ConnectionState
 
 __all__ = ["main"]
+
+EXIT_AUTH = 2
+EXIT_CONNECT = 1
+
+
+class CliError(Exception):
+    """One line for stderr, and an exit status."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# -- the board: what watch shows ----------------------------------------------------
+
+
+def _num(value: Decimal | None, digits: str = "f") -> str:
+    return "-" if value is None else format(value, digits)
+
+
+def board(ws: BaseClient, symbols: Sequence[str]) -> tuple[str, list[str], list[list[str]], list[str]]:
+    """(title, column names, rows, notes) describing the client right now."""
+    h = ws.health()
+    age = "-" if h.last_message_age is None else f"{h.last_message_age:.1f}s"
+    title = (
+        f"{type(ws).__name__}  {h.url}  state: {h.state.value}  reconnects: {h.reconnects}  "
+        f"messages: {h.messages:,}  last message: {age} ago"
+    )
+    notes = [f"last error: {h.last_error}"] if h.last_error else []
+    if isinstance(ws, NexgentWS):
+        columns = ["token", "holding", "bought (SOL)", "price (SOL)", "value (SOL)", "P/L (SOL)", "P/L %"]
+        rows = [
+            [
+                p.token_symbol or p.token_address[:10],
+                _num(p.holding),
+                _num(p.purchase_price),
+                _num(p.current_price),
+                _num(p.position_value_sol, ".6f"),
+                _num(p.profit_loss_sol, ".6f"),
+                _num(p.profit_loss_percent, ".2f"),
+            ]
+            for p in ws.get_positions()
+        ]
+        if ws.positions_stale:
+            notes.append("positions kept from a lost connection")
+        return title, columns, rows, notes
+    assert isinstance(ws, AgentExchangeWS)
+    now = time.monotonic()
+    rows = []
+    for symbol in symbols:
+        ticker = ws.get_ticker(symbol)
+        rows.append(
+            [symbol, "-", "-"]
+            if ticker is None
+            else [symbol, _num(ticker.price), f"{now - ticker.received_at:.1f}s"]
+        )
+    portfolio = ws.get_portfolio()
+    if portfolio is not None:
+        notes.append(
+            f"portfolio: equity {_num(portfolio.total_equity)}  cash {_num(portfolio.available_cash)}  "
+            f"unrealized {_num(portfolio.unrealized_pnl)}  realized {_num(portfolio.realized_pnl)}"
+        )
+    for order in ws.get_orders()[-5:]:
+        filled = f" @ {_num(order.executed_price)}" if order.executed_price is not None else ""
+        what = f"{order.side} {_num(order.quantity)} {order.symbol}"
+        notes.append(f"order {order.order_id[:8]}  {what} -> {order.status}{filled}")
+    return title, ["symbol", "price", "age"], rows, notes
+
+
+def _text(title: str, columns: list[str], rows: list[list[str]], notes: list[str]) -> str:
+    widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(columns)]
+    line = "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))
+    body = [
+        "  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(r, widths, strict=True)))
+        for r in rows
+    ]
+    stamp = datetime.now(UTC).strftime("%H:%M:%S")
+    return "\n".join([f"[{stamp}] {title}", line, *body, *notes])
+
+
+class _Screen:
+    """Draws the board: rich Live on a terminal if installed, else plain text."""
+
+    def __init__(self, plain: bool) -> None:
+        self.live: Any = None
+        self.tty = sys.stdout.isatty() and not plain
+        if self.tty:
+            try:
+                from rich.console import Console
+                from rich.live import Live
+            except ImportError:
+                return
+            self.live = Live(console=Console(), auto_refresh=False)
+            self.live.start()
+
+    def show(self, ws: BaseClient, symbols: Sequence[str]) -> None:
+        title, columns, rows, notes = board(ws, symbols)
+        if self.live is not None:
+            from rich.table import Table
+
+            table = Table(title=title, title_justify="left")
+            for i, column in enumerate(columns):
+                table.add_column(column, justify="left" if i == 0 else "right")
+            for row in rows:
+                table.add_row(*row)
+            table.caption = "\n".join(notes) or None
+            table.caption_justify = "left"
+            self.live.update(table, refresh=True)
+        elif self.tty:
+            sys.stdout.write("\x1b[H\x1b[2J" + _text(title, columns, rows, notes) + "\n")
+            sys.stdout.flush()
+        else:
+            print(_text(title, columns, rows, notes) + "\n", flush=True)
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+
+
+def watch(
+    ws: BaseClient,
+    symbols: Sequence[str],
+    *,
+    interval: float,
+    duration: float | None,
+    plain: bool,
+    timeout: float = 10.0,
+) -> int:
+    """Connect, then redraw the board every ``interval`` s until Ctrl-C or ``duration``."""
+    try:
+        ws.start().wait_connected(timeout=timeout)
+    except AuthenticationError as exc:
+        raise CliError(f"authentication refused: {exc}", EXIT_AUTH) from None
+    except AgentXError as exc:
+        raise CliError(str(exc), EXIT_CONNECT) from None
+    except TimeoutError:
+        reason = ws.health().last_error or "no answer"
+        raise CliError(f"cannot connect to {ws.health().url}: {reason}", EXIT_CONNECT) from None
+    if isinstance(ws, AgentExchangeWS):
+        for symbol in symbols[:3]:
+            try:
+                ws.wait_for_price(symbol, timeout=2)
+            except (TimeoutError, AgentXError):
+                break
+    elif isinstance(ws, NexgentWS):
+        try:
+            ws.wait_for_positions(timeout=5)
+        except (TimeoutError, AgentXError):
+            pass
+    screen = _Screen(plain)
+    deadline = None if duration is None else time.monotonic() + duration
+    tick = threading.Event()
+    try:
+        while True:
+            screen.show(ws, symbols)
+            if ws.state in (ConnectionState.FAILED, ConnectionState.REPLACED):
+                raise CliError(ws.health().last_error or f"connection {ws.state.value}", EXIT_CONNECT)
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return 0
+            tick.wait(interval if left is None else min(interval, left))
+    finally:
+        screen.close()
+
+
+# -- commands --------------------------------------------------------------------------
 
 
 def _symbols(text: str) -> list[str] | int:
     return int(text) if text.isdigit() else [s.strip().upper() for s in text.split(",") if s.strip()]
 
 
-def _simulator(args: argparse.Namespace, **overrides: Any) -> Any:
+def _sim_class(dialect: str) -> Any:
     try:
         from .sim import NexgentSimulator, Simulator
     except ImportError:
-        raise SystemExit(
-            "agentx-sync: the simulator needs the [sim] extra: pip install 'agentx_sync[sim]'"
-        ) from None
-    if getattr(args, "dialect", "agentexchange") == "nexgent":
-        return NexgentSimulator(
-            host=args.host, port=overrides.get("port", args.port), ping_interval=args.ping_interval
-        )
-    options: dict[str, Any] = {
+        raise CliError("the simulator needs the [sim] extra: pip install 'agentx_sync[sim]'", 2) from None
+    return NexgentSimulator if dialect == "nexgent" else Simulator
+
+
+def _run_sim(args: argparse.Namespace) -> int:
+    cls = _sim_class(args.dialect)
+    if args.dialect == "nexgent":
+        with cls(host=args.host, port=args.port, ping_interval=args.ping_interval) as sim:
+            agent = sim.add_agent("agent-1")
+            for symbol, price in (("BONK", 0.00002), ("WIF", 0.012), ("POPCAT", 0.004)):
+                sim.open_position(agent, symbol=symbol, purchase_price=price, amount=10_000, notify=False)
+            url = sim.url.replace("ws://", "http://")
+            print(f"Nexgent simulator on {url}")
+            print(f"  NEXGENT_API_URL={url}")
+            print(f"  NEXGENT_TOKEN={sim.issue_token()}")
+            print(f"  NEXGENT_AGENT_ID={agent}")
+            print("Ctrl-C to stop.", flush=True)
+            threading.Event().wait(args.duration)
+        return 0
+    options = {
         "host": args.host,
         "port": args.port,
         "symbols": args.symbols,
         "rate": args.rate,
-        "api_keys": args.api_key,
+        "api_keys": args.api_key or ["ak_test"],
         "ping_interval": args.ping_interval,
         "auto_trade": args.auto_trade,
     }
-    options.update(overrides)
-    return Simulator(**options)
-
-
-def _run_sim(args: argparse.Namespace) -> int:
-    if args.dialect == "nexgent":
-        return _run_nexgent_sim(args)
-    with _simulator(args) as sim:
+    with cls(**options) as sim:
         print(f"AgentExchange simulator on {sim.url}  (api keys: {', '.join(sorted(sim.api_keys))})")
         print("Ctrl-C to stop.", flush=True)
-        _wait(args.duration)
-    return 0
-
-
-def _run_nexgent_sim(args: argparse.Namespace) -> int:
-    with _simulator(args) as sim:
-        agent = sim.add_agent("agent-1")
-        for symbol, price in (("BONK", 0.00002), ("WIF", 0.012), ("POPCAT", 0.004)):
-            sim.open_position(agent, symbol=symbol, purchase_price=price, amount=10_000, notify=False)
-        token = sim.issue_token()
-        print(f"Nexgent simulator on {sim.url.replace('ws://', 'http://')}")
-        print(f"  NEXGENT_API_URL={sim.url.replace('ws://', 'http://')}")
-        print(f"  NEXGENT_TOKEN={token}")
-        print(f"  NEXGENT_AGENT_ID={agent}")
-        print("Ctrl-C to stop.", flush=True)
-        _wait(args.duration)
+        threading.Event().wait(args.duration)
     return 0
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    out_lock = threading.Lock()
-
-    def say(line: str) -> None:
-        with out_lock:
-            print(line, flush=True)
-
-    with _simulator(args, port=0) as sim:
-        say(f"Started the built-in AgentExchange simulator on {sim.url}")
+    cls = _sim_class("agentexchange")
+    with cls(port=0, symbols=args.symbols, rate=args.rate, auto_trade=args.auto_trade, seed=args.seed) as sim:
+        print(f"Started the built-in AgentExchange simulator on {sim.url}", flush=True)
         ws = AgentExchangeWS(api_key=sorted(sim.api_keys)[0], base_url=sim.url, stale_timeout=10)
-        symbols = sim.symbols[:5]
+        symbols = sim.symbols[:8]
         ws.subscribe_ticker(*symbols)
-
-        @ws.on_order_update()
-        def on_order(order: Order) -> None:
-            price = f" @ {order.executed_price}" if order.executed_price is not None else ""
-            what = f"{order.side} {order.quantity} {order.symbol}"
-            say(f"  order  {order.order_id[:8]}  {what}  -> {order.status}{price}")
-
-        @ws.on_portfolio()
-        def on_portfolio(p: Portfolio) -> None:
-            say(f"  portfolio  equity {p.total_equity}  cash {p.available_cash}  pnl {p.unrealized_pnl}")
-
-        with ws:
-            try:
-                ws.wait_connected(timeout=10)
-            except (AgentXError, TimeoutError) as exc:
-                say(f"agentx-sync: cannot connect: {exc}")
-                return 1
-            say(f"Connected: {ws.health().url}.  Live prices follow; Ctrl-C to stop.")
-            for symbol in symbols:
-                try:
-                    ws.wait_for_price(symbol, timeout=2)
-                except TimeoutError:
-                    break
-            deadline = None if args.duration is None else time.monotonic() + args.duration
-            while deadline is None or time.monotonic() < deadline:
-                prices = "  ".join(
-                    f"{s} {ws.get_cached_price(s) if ws.get_cached_price(s) is not None else '-'}"
-                    for s in symbols
-                )
-                say(f"[{time.strftime('%H:%M:%S')}] {ws.state.value:<9} {prices}")
-                _wait(1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic())))
-            health = ws.health()
-            say(f"Done: {health.messages} messages, {health.reconnects} reconnects.")
-    return 0
+        ws.on_order_update()(lambda order: None)  # orders and portfolio are pushed anyway;
+        ws.on_portfolio()(lambda portfolio: None)  # subscribing says we want them
+        try:
+            return watch(ws, symbols, interval=args.interval, duration=args.duration, plain=args.plain)
+        finally:
+            ws.close()
 
 
-def _wait(seconds: float | None) -> None:
-    """Block for ``seconds`` (forever if None), interruptible by Ctrl-C."""
-    threading.Event().wait(seconds)
+def _run_watch(args: argparse.Namespace) -> int:
+    ws: BaseClient
+    if args.nexgent:
+        token = args.token or os.environ.get("NEXGENT_TOKEN")
+        agent = args.agent_id or os.environ.get("NEXGENT_AGENT_ID")
+        url = args.url or os.environ.get("NEXGENT_API_URL")
+        if not (token and agent and url):
+            raise CliError("watch --nexgent needs --url, --token and --agent-id (or NEXGENT_* variables)", 2)
+        ws = NexgentWS(api_url=url, token=token, agent_id=agent, stale_timeout=70)
+        symbols: list[str] = []
+    else:
+        key = args.api_key or os.environ.get("AGENTEXCHANGE_API_KEY")
+        if not key:
+            raise CliError("watch needs --api-key (or AGENTEXCHANGE_API_KEY)", 2)
+        if not args.symbols:
+            raise CliError("watch needs at least one symbol, e.g. agentx-sync watch BTCUSDT ETHUSDT", 2)
+        url = args.url or os.environ.get("AGENTEXCHANGE_WS_URL", "ws://localhost:8000")
+        try:
+            ws = AgentExchangeWS(api_key=key, base_url=url)
+        except ValueError as exc:
+            raise CliError(str(exc), 2) from None
+        symbols = [s.upper() for s in args.symbols]
+        ws.subscribe_ticker(*symbols)
+        ws.on_order_update()(lambda order: None)
+        ws.on_portfolio()(lambda portfolio: None)
+    try:
+        return watch(
+            ws,
+            symbols,
+            interval=args.interval,
+            duration=args.duration,
+            plain=args.plain,
+            timeout=args.timeout,
+        )
+    finally:
+        ws.close()
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="agentx-sync", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="agentx-sync", description="Live trading data for AI agents, without asyncio."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    for name, text in (
-        ("sim", "run the AgentExchange simulator until Ctrl-C"),
-        ("demo", "start the simulator and show live prices, orders and the portfolio"),
-    ):
+
+    sim = commands.add_parser("sim", help="run a simulator until Ctrl-C")
+    sim.add_argument("--dialect", choices=("agentexchange", "nexgent"), default="agentexchange")
+    sim.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    sim.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks one)")
+    sim.add_argument("--symbols", type=_symbols, default=_symbols("BTCUSDT,ETHUSDT,SOLUSDT,BNBUSDT,XRPUSDT"))
+    sim.add_argument("--rate", type=float, default=20.0, help="ticker messages per second in all")
+    sim.add_argument("--api-key", action="append", help="accepted api key (repeatable; default ak_test)")
+    sim.add_argument("--ping-interval", type=float, default=30.0, help="seconds between server pings")
+    sim.add_argument("--auto-trade", type=float, default=None, help="a random order every N seconds per key")
+    sim.add_argument("--duration", type=float, default=None, help="stop after N seconds")
+
+    for name, text in (("demo", "start the simulator and watch it live"), ("watch", "show a live table")):
         cmd = commands.add_parser(name, help=text, description=text)
-        cmd.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-        cmd.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks one)")
-        cmd.add_argument(
-            "--symbols",
-            type=_symbols,
-            default="BTCUSDT,ETHUSDT,SOLUSDT,BNBUSDT,XRPUSDT",
-            help="comma-separated symbols, or a count of generated ones",
-        )
-        cmd.add_argument("--rate", type=float, default=20.0, help="ticker messages per second in all")
-        cmd.add_argument("--api-key", action="append", default=None, help="accepted api key (repeatable)")
-        cmd.add_argument("--ping-interval", type=float, default=30.0, help="seconds between server pings")
-        cmd.add_argument(
-            "--auto-trade",
-            type=float,
-            default=3.0 if name == "demo" else None,
-            help="place a random order every N seconds for each connected key",
-        )
+        cmd.add_argument("--interval", type=float, default=0.5, help="seconds between redraws")
         cmd.add_argument("--duration", type=float, default=None, help="stop after N seconds")
-        if name == "sim":
+        cmd.add_argument("--plain", action="store_true", help="print plain text, no live redraw")
+        if name == "demo":
             cmd.add_argument(
-                "--dialect",
-                choices=("agentexchange", "nexgent"),
-                default="agentexchange",
-                help="which server",
+                "--symbols", type=_symbols, default=_symbols("BTCUSDT,ETHUSDT,SOLUSDT,BNBUSDT,XRPUSDT")
             )
+            cmd.add_argument("--rate", type=float, default=20.0, help="ticker messages per second in all")
+            cmd.add_argument("--auto-trade", type=float, default=3.0, help="a random order every N seconds")
+            cmd.add_argument("--seed", type=int, default=None)
+        else:
+            cmd.add_argument("symbols", nargs="*", help="trading pairs, e.g. BTCUSDT ETHUSDT")
+            cmd.add_argument("--url", help="ws(s):// or http(s):// URL of the platform")
+            cmd.add_argument("--api-key", help="AgentExchange api key (or AGENTEXCHANGE_API_KEY)")
+            cmd.add_argument("--nexgent", action="store_true", help="watch Nexgent positions instead")
+            cmd.add_argument("--token", help="Nexgent JWT (or NEXGENT_TOKEN)")
+            cmd.add_argument("--agent-id", help="Nexgent agent id (or NEXGENT_AGENT_ID)")
+            cmd.add_argument("--timeout", type=float, default=10.0, help="seconds allowed to connect")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if isinstance(args.symbols, str):
-        args.symbols = _symbols(args.symbols)
-    args.api_key = args.api_key or ["ak_test"]
+    run = {"sim": _run_sim, "demo": _run_demo, "watch": _run_watch}[args.command]
     try:
-        return _run_sim(args) if args.command == "sim" else _run_demo(args)
+        return run(args)
     except KeyboardInterrupt:
         print("\nStopped.", file=sys.stderr)
         return 0
+    except CliError as exc:
+        print(f"agentx-sync: {exc}", file=sys.stderr)
+        return exc.status
     except OSError as exc:
         print(f"agentx-sync: {exc.strerror or exc}", file=sys.stderr)
         return 1

@@ -10,10 +10,14 @@ caller's thread.
 from __future__ import annotations
 
 import copy
+import hashlib
+import html
 import logging
 import ssl
 import threading
 import time
+import warnings
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -61,7 +65,7 @@ from .models import (
 )
 from .state import State
 
-__all__ = ["AgentExchangeWS", "BaseClient", "NexgentWS"]
+__all__ = ["AgentExchangeWS", "BaseClient", "NexgentWS", "ReplacedClientWarning"]
 
 log = logging.getLogger("agentx_sync.client")
 
@@ -69,6 +73,19 @@ F = TypeVar("F", bound=Callable[..., Any])
 Key = tuple[str, ...]
 
 _ENDED = frozenset({ConnectionState.CLOSED, ConnectionState.FAILED, ConnectionState.REPLACED})
+
+
+class ReplacedClientWarning(UserWarning):
+    """A started client replaced a running one for the same endpoint and credentials."""
+
+
+# Shown every time: in a notebook, each re-run cell should say what it closed.
+warnings.simplefilter("always", ReplacedClientWarning)
+
+# Running clients by (class, endpoint, digest of the credentials): re-running a
+# notebook cell must not leave the previous client connected in the background.
+_running: weakref.WeakValueDictionary[tuple[str, str, str], BaseClient] = weakref.WeakValueDictionary()
+_running_lock = threading.Lock()
 
 
 class BaseClient:
@@ -88,8 +105,10 @@ class BaseClient:
         event_queue_size: int,
         callback_queue_size: int,
         max_orders: int = 100,
+        replace_running: bool = True,
     ) -> None:
         self._dialect = dialect
+        self.replace_running = replace_running
         self._state = State(max_orders)
         self._events: EventQueue[Any] = EventQueue(event_queue_size)
         self._dispatcher = Dispatcher(callback_queue_size, self._callback_failed)
@@ -118,7 +137,14 @@ class BaseClient:
     # -- lifecycle -------------------------------------------------------------
 
     def start(self) -> BaseClient:
-        """Start the IO and dispatcher threads and return at once (idempotent)."""
+        """Start the IO and dispatcher threads and return at once (idempotent).
+
+        A running client of the same class for the same endpoint and
+        credentials (a notebook cell run twice) is closed first, with a
+        :class:`ReplacedClientWarning`, unless ``replace_running=False``.
+        """
+        if self.replace_running:
+            self._replace_running()
         with self._lock:
             if self._started:
                 return self
@@ -131,6 +157,25 @@ class BaseClient:
             self._dispatcher.start()
             self._conn.start()
         return self
+
+    def _identity(self) -> tuple[str, str, str]:
+        digest = hashlib.sha256("\0".join(self._dialect.secrets).encode()).hexdigest()
+        return (type(self).__name__, self._dialect.safe_url, digest)
+
+    def _replace_running(self) -> None:
+        key = self._identity()
+        with _running_lock:
+            previous = _running.get(key)
+            _running[key] = self
+        if previous is not None and previous is not self and previous._started:
+            closed = previous.close()
+            message = (
+                f"closed the running {type(previous).__name__} for {self._dialect.safe_url} "
+                f"(same endpoint and credentials) before starting this one"
+                + ("" if closed else "; one of its threads did not end in time")
+            )
+            log.warning(message)
+            warnings.warn(message, ReplacedClientWarning, stacklevel=3)
 
     def close(self, timeout: float = 5.0) -> bool:
         """Close the connection and join every thread of this client (idempotent).
@@ -228,7 +273,45 @@ class BaseClient:
         return ()
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self._dialect.safe_url} state={self._status.value}>"
+        health = self.health()
+        age = "" if health.last_message_age is None else f" last_message={health.last_message_age:.1f}s_ago"
+        error = f" last_error={health.last_error!r}" if health.last_error else ""
+        return (
+            f"<{type(self).__name__} {health.url} state={health.state.value} "
+            f"reconnects={health.reconnects} messages={health.messages}{self._repr_extra()}{age}{error}>"
+        )
+
+    def _repr_extra(self) -> str:
+        return ""
+
+    def _repr_html_(self) -> str:
+        """A notebook's view: connection state, subscriptions, latest data, last error."""
+        h = self.health()
+        rows = [
+            ("state", h.state.value),
+            ("endpoint", h.url),
+            ("connected since", h.connected_since.strftime("%H:%M:%S UTC") if h.connected_since else "-"),
+            ("reconnects", str(h.reconnects)),
+            ("messages", f"{h.messages:,} ({h.bad_messages} bad, {h.dropped_events} dropped)"),
+            ("last message", "-" if h.last_message_age is None else f"{h.last_message_age:.1f} s ago"),
+            ("subscriptions", ", ".join(h.subscriptions) or "-"),
+            ("last error", h.last_error or "-"),
+        ]
+        color = {"connected": "#1a7f37", "failed": "#cf222e", "replaced": "#cf222e"}.get(
+            h.state.value, "#9a6700"
+        )
+        head = "".join(
+            f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
+            f"<td style='text-align:left'>{html.escape(v)}</td></tr>"
+            for k, v in rows
+        )
+        return (
+            f"<div><b>{type(self).__name__}</b> <span style='color:{color}'>&#9679; {h.state.value}</span>"
+            f"<table>{head}</table>{self._html_data()}</div>"
+        )
+
+    def _html_data(self) -> str:
+        return ""
 
     # -- the event queue -------------------------------------------------------
 
@@ -372,6 +455,8 @@ class AgentExchangeWS(BaseClient):
         ssl_context: for ``wss://`` (default: system CAs, host name checked).
         event_queue_size: how many events ``get_event`` holds (oldest dropped).
         callback_queue_size: how many events may wait for slow callbacks.
+        replace_running: on start(), close a running AgentExchangeWS for the
+            same endpoint and key (a notebook cell run twice), with a warning.
     """
 
     _platform: ClassVar[str] = "AgentExchange"
@@ -388,6 +473,7 @@ class AgentExchangeWS(BaseClient):
         ssl_context: ssl.SSLContext | None = None,
         event_queue_size: int = 10_000,
         callback_queue_size: int = 100_000,
+        replace_running: bool = True,
     ) -> None:
         super().__init__(
             AgentExchangeDialect(base_url, api_key),
@@ -398,6 +484,7 @@ class AgentExchangeWS(BaseClient):
             ssl_context=ssl_context,
             event_queue_size=event_queue_size,
             callback_queue_size=callback_queue_size,
+            replace_running=replace_running,
         )
         self.base_url = base_url
         self._interest = Interest()
@@ -523,6 +610,22 @@ class AgentExchangeWS(BaseClient):
 
     def _confirmed(self) -> tuple[str, ...]:
         return tuple(sorted(self._confirmed_keys))
+
+    def _repr_extra(self) -> str:
+        return f" prices={len(self._state.tickers)}"
+
+    def _html_data(self, limit: int = 20) -> str:
+        tickers = sorted(self._state.ticker_snapshot().values(), key=lambda t: t.symbol)
+        if not tickers:
+            return "<p>No prices yet.</p>"
+        now = time.monotonic()
+        rows = "".join(
+            f"<tr><td>{html.escape(t.symbol)}</td><td style='text-align:right'>{t.price:f}</td>"
+            f"<td style='text-align:right'>{now - t.received_at:.1f} s</td></tr>"
+            for t in tickers[:limit]
+        )
+        more = f"<p>... and {len(tickers) - limit} more</p>" if len(tickers) > limit else ""
+        return f"<table><tr><th>symbol</th><th>price</th><th>age</th></tr>{rows}</table>{more}"
 
     # -- the IO thread's hot path ----------------------------------------------------
 
@@ -695,6 +798,7 @@ class NexgentWS(BaseClient):
         ssl_context: ssl.SSLContext | None = None,
         event_queue_size: int = 10_000,
         callback_queue_size: int = 100_000,
+        replace_running: bool = True,
     ) -> None:
         self._nexgent = NexgentDialect(api_url, token, agent_id)
         super().__init__(
@@ -706,6 +810,7 @@ class NexgentWS(BaseClient):
             ssl_context=ssl_context,
             event_queue_size=event_queue_size,
             callback_queue_size=callback_queue_size,
+            replace_running=replace_running,
         )
         self.api_url = api_url
         self.token_provider = token_provider
@@ -723,6 +828,29 @@ class NexgentWS(BaseClient):
     @property
     def agent_id(self) -> str:
         return self._nexgent.agent_id
+
+    def _repr_extra(self) -> str:
+        stale = " (stale)" if self.positions_stale else ""
+        return f" agent={self.agent_id} positions={len(self._book.records)}{stale}"
+
+    def _html_data(self) -> str:
+        positions = self.get_positions()
+        if not positions:
+            return "<p>No positions.</p>"
+
+        def cell(value: Any, digits: str = "") -> str:
+            return "-" if value is None else html.escape(format(value, digits))
+
+        rows = "".join(
+            f"<tr><td>{cell(p.token_symbol or p.token_address)}</td>"
+            f"<td style='text-align:right'>{cell(p.holding, 'f')}</td>"
+            f"<td style='text-align:right'>{cell(p.current_price, 'f')}</td>"
+            f"<td style='text-align:right'>{cell(p.profit_loss_percent, '.2f')}</td></tr>"
+            for p in positions
+        )
+        stale = "<p>(kept from a lost connection)</p>" if self.positions_stale else ""
+        head = "<tr><th>token</th><th>holding</th><th>price (SOL)</th><th>P/L %</th></tr>"
+        return f"<table>{head}{rows}</table>{stale}"
 
     # -- decorators ------------------------------------------------------------------
 

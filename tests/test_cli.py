@@ -2,38 +2,42 @@
 
 from __future__ import annotations
 
-import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
+
+from agentx_sync.sim import NexgentSimulator, Simulator
 
 SCRIPT = Path(sys.executable).parent / "agentx-sync"
 CMD = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "agentx_sync.cli"]
 
 
+def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CMD, *args], capture_output=True, text=True, timeout=timeout, check=False)
+
+
 def test_demo_shows_prices_orders_and_portfolio_and_ends_cleanly() -> None:
-    done = subprocess.run(
-        [*CMD, "demo", "--duration", "4.5", "--auto-trade", "1"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run("demo", "--duration", "4.5", "--auto-trade", "1", "--plain")
     assert done.returncode == 0, done.stderr
     out = done.stdout
-    assert "Connected: ws://127.0.0.1:" in out and "api_key=***" in out
-    assert "BTCUSDT 6" in out  # a live price (the simulator starts BTC near 64,500)
-    assert "-> filled @" in out and "portfolio  equity" in out
+    assert "Started the built-in AgentExchange simulator on ws://127.0.0.1:" in out
+    assert "api_key=***" in out and "state: connected" in out
+    assert re.search(r"\nBTCUSDT +6\d{4}\.\d+ ", out)  # a live price (the simulator starts BTC near 64,500)
+    assert "-> filled @" in out and "portfolio: equity" in out
     assert "Traceback" not in done.stderr
 
 
 def test_demo_exits_cleanly_on_ctrl_c() -> None:
-    proc = subprocess.Popen([*CMD, "demo"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*CMD, "demo", "--plain"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
-            if line.startswith("Connected"):
+            if line.startswith("symbol"):  # the first table is on screen
                 break
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=10)
@@ -43,26 +47,77 @@ def test_demo_exits_cleanly_on_ctrl_c() -> None:
     assert "Traceback" not in err
 
 
-def test_sim_runs_and_stops() -> None:
-    done = subprocess.run(
-        [*CMD, "sim", "--port", "0", "--duration", "0.5"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-        env={**os.environ},
+def test_watch_agentexchange() -> None:
+    with Simulator(rate=100, auto_trade=0.3) as sim:
+        done = run(
+            "watch",
+            "BTCUSDT",
+            "ethusdt",
+            "--url",
+            sim.url,
+            "--api-key",
+            "ak_test",
+            "--duration",
+            "2",
+            "--plain",
+        )
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"\nBTCUSDT +6\d{4}\.\d+ +\d", done.stdout) and re.search(
+        r"\nETHUSDT +3\d{3}\.\d+ ", done.stdout
     )
+    assert "ak_test" not in done.stdout
+
+
+def test_watch_nexgent_positions_with_pl() -> None:
+    with NexgentSimulator(price_interval=0.2) as sim:
+        agent = sim.add_agent()
+        sim.open_position(agent, symbol="BONK", purchase_price=0.00002, amount=10_000, notify=False)
+        token = sim.issue_token()
+        done = run(
+            "watch",
+            "--nexgent",
+            "--url",
+            sim.url,
+            "--token",
+            token,
+            "--agent-id",
+            agent,
+            "--duration",
+            "1.5",
+            "--plain",
+        )
+    assert done.returncode == 0, done.stderr
+    assert "P/L %" in done.stdout and "\nBONK " in done.stdout
+    assert token not in done.stdout
+
+
+def test_errors_are_one_line_and_a_non_zero_exit() -> None:
+    with Simulator(rate=0) as sim:
+        refused = run("watch", "BTCUSDT", "--url", sim.url, "--api-key", "ak_wrong", "--plain")
+    assert refused.returncode == 2
+    assert (
+        refused.stderr.startswith("agentx-sync: authentication refused") and refused.stderr.count("\n") == 1
+    )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    down = run(
+        "watch", "BTCUSDT", "--url", f"ws://127.0.0.1:{port}", "--api-key", "k", "--timeout", "1", "--plain"
+    )
+    assert down.returncode == 1
+    assert down.stderr.startswith(f"agentx-sync: cannot connect to ws://127.0.0.1:{port}")
+    assert "Traceback" not in down.stderr and down.stderr.count("\n") == 1
+    missing = run("watch", "BTCUSDT")
+    assert missing.returncode == 2 and "api-key" in missing.stderr
+
+
+def test_sim_runs_and_stops() -> None:
+    done = run("sim", "--port", "0", "--duration", "0.5")
     assert done.returncode == 0, done.stderr
     assert "AgentExchange simulator on ws://127.0.0.1:" in done.stdout
 
 
 def test_nexgent_sim_prints_what_a_client_needs() -> None:
-    done = subprocess.run(
-        [*CMD, "sim", "--dialect", "nexgent", "--port", "0", "--duration", "0.5"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    done = run("sim", "--dialect", "nexgent", "--port", "0", "--duration", "0.5")
     assert done.returncode == 0, done.stderr
     assert "NEXGENT_TOKEN=eyJ." in done.stdout and "NEXGENT_AGENT_ID=agent-1" in done.stdout

@@ -1,0 +1,181 @@
+"""What the agent tools do, free of any framework: text in, text out.
+
+The LangChain and CrewAI modules wrap these functions; they can also be
+called directly. Each reads the client's cache (waiting briefly for a first
+value) and answers in short plain text an LLM can use, saying clearly when
+nothing is known yet or the connection is down.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import attrs
+
+from ..client import AgentExchangeWS, BaseClient, NexgentWS
+from ..errors import AgentXError
+from ..models import ConnectionState
+
+__all__ = ["ToolSpec", "agentexchange_tools", "nexgent_tools", "tools_for"]
+
+
+@attrs.frozen
+class ToolSpec:
+    """A tool, described once for every framework.
+
+    Attributes:
+        name: the tool's name.
+        description: what it does, for the model.
+        args: argument name -> (type, description, default or ``...`` if required).
+        run: the function; keyword arguments as in ``args``.
+    """
+
+    name: str
+    description: str
+    args: dict[str, tuple[type, str, Any]]
+    run: Callable[..., str]
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "age unknown"
+    return f"{seconds * 1000:.0f} ms old" if seconds < 1 else f"{seconds:.1f} s old"
+
+
+def _link(ws: BaseClient) -> str:
+    state = ws.state
+    if state is ConnectionState.CONNECTED:
+        return ""
+    return f" (connection {state.value}: the value may be stale)"
+
+
+def _number(value: Decimal | None) -> str:
+    return "n/a" if value is None else f"{value:f}"
+
+
+def agentexchange_tools(ws: AgentExchangeWS, *, wait: float = 3.0) -> list[ToolSpec]:
+    """Price, orders and portfolio tools over a running :class:`AgentExchangeWS`."""
+
+    def get_price(symbol: str) -> str:
+        symbol = symbol.strip().upper()
+        if not symbol:
+            return "Give a trading pair such as BTCUSDT."
+        try:
+            price = ws.get_cached_price(symbol)
+            if price is None:
+                price = ws.wait_for_price(symbol, timeout=wait)  # subscribes if needed
+        except TimeoutError:
+            return f"No price for {symbol} yet: none arrived within {wait:g} s. Is the symbol listed?"
+        except AgentXError as exc:
+            return f"No price for {symbol}: {exc}"
+        return f"{symbol}: {price:f} ({_age(ws.price_age(symbol))}){_link(ws)}"
+
+    def get_orders(order_id: str = "") -> str:
+        if order_id:
+            order = ws.get_order(order_id)
+            if order is None:
+                return f"No update for order {order_id} among the last 100."
+            orders = [order]
+        else:
+            orders = ws.get_orders()[-10:]
+            if not orders:
+                return "No order updates yet."
+        lines = []
+        for o in orders:
+            filled = f" at {_number(o.executed_price)}" if o.executed_price is not None else ""
+            reason = f" ({o.rejected_reason})" if o.rejected_reason else ""
+            lines.append(
+                f"{o.order_id}: {o.side} {_number(o.quantity)} {o.symbol} {o.status}{filled}{reason}"
+            )
+        return "\n".join(lines) + _link(ws)
+
+    def get_portfolio() -> str:
+        p = ws.get_portfolio()
+        if p is None:
+            return "No portfolio snapshot yet (one arrives after each trade)." + _link(ws)
+        return (
+            f"Total equity {_number(p.total_equity)}, available cash {_number(p.available_cash)}, "
+            f"unrealized P/L {_number(p.unrealized_pnl)}, realized P/L {_number(p.realized_pnl)} "
+            f"({_age(time.monotonic() - p.received_at)}){_link(ws)}"
+        )
+
+    return [
+        ToolSpec(
+            "get_price",
+            "Latest trade price of a trading pair on AgentExchange (e.g. BTCUSDT), from a live "
+            "stream: instant, with how old the price is.",
+            {"symbol": (str, "The trading pair, e.g. BTCUSDT or ETHUSDT.", ...)},
+            get_price,
+        ),
+        ToolSpec(
+            "get_orders",
+            "Recent order updates of this agent (status, side, quantity, fill price), or one order's "
+            "latest status when an order id is given.",
+            {"order_id": (str, "An order id, or empty for the last ten updates.", "")},
+            get_orders,
+        ),
+        ToolSpec(
+            "get_portfolio",
+            "This agent's latest portfolio snapshot: equity, available cash, unrealized and realized P/L.",
+            {},
+            get_portfolio,
+        ),
+    ]
+
+
+def nexgent_tools(ws: NexgentWS, *, wait: float = 3.0) -> list[ToolSpec]:
+    """A positions tool and a token price tool over a running :class:`NexgentWS`."""
+
+    def get_positions() -> str:
+        try:
+            positions = ws.get_positions() if ws.get_positions() else ws.wait_for_positions(timeout=wait)
+        except TimeoutError:
+            return f"Positions are not loaded yet (nothing within {wait:g} s)."
+        except AgentXError as exc:
+            return f"Positions are unavailable: {exc}"
+        if not positions:
+            return "No open positions." + _link(ws)
+        stale = " (kept from a lost connection)" if ws.positions_stale else ""
+        lines = []
+        for p in positions:
+            pnl = "P/L n/a" if p.profit_loss_percent is None else f"P/L {p.profit_loss_percent:.2f}%"
+            lines.append(
+                f"{p.token_symbol or p.token_address}: holding {_number(p.holding)}, bought at "
+                f"{_number(p.purchase_price)} SOL, now {_number(p.current_price)} SOL, {pnl} "
+                f"({_number(p.profit_loss_sol)} SOL)"
+            )
+        return "\n".join(lines) + stale + _link(ws)
+
+    def get_token_price(token_address: str) -> str:
+        price = ws.get_cached_price(token_address)
+        if price is None:
+            return f"No price for {token_address} yet: prices come only for tokens the agent holds."
+        usd = ws.get_cached_price_usd(token_address)
+        return f"{token_address}: {price:f} SOL" + (f" ({usd:f} USD)" if usd is not None else "") + _link(ws)
+
+    return [
+        ToolSpec(
+            "get_positions",
+            "This Nexgent agent's open positions with amounts, purchase and current prices, and P/L.",
+            {},
+            get_positions,
+        ),
+        ToolSpec(
+            "get_token_price",
+            "Latest price of a Solana token the agent holds, in SOL and USD, by its token address.",
+            {"token_address": (str, "The token's mint address (any letter case).", ...)},
+            get_token_price,
+        ),
+    ]
+
+
+def tools_for(ws: BaseClient, *, wait: float = 3.0) -> list[ToolSpec]:
+    """The tools that fit a client."""
+    if isinstance(ws, AgentExchangeWS):
+        return agentexchange_tools(ws, wait=wait)
+    if isinstance(ws, NexgentWS):
+        return nexgent_tools(ws, wait=wait)
+    raise TypeError(f"no tools for {type(ws).__name__}")

@@ -1,0 +1,212 @@
+"""Agent tools through the frameworks' own interfaces, Jupyter, and lazy imports."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import warnings
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from agentx_sync import AgentExchangeWS, ConnectionState, NexgentWS
+from agentx_sync.client import ReplacedClientWarning
+from agentx_sync.sim import NexgentSimulator, Simulator
+
+from .conftest import eventually
+
+Make = Callable[..., AgentExchangeWS]
+EXAMPLES = Path(__file__).parent.parent / "examples"
+
+
+def test_frameworks_are_imported_only_with_their_module() -> None:
+    code = (
+        "import sys, agentx_sync, agentx_sync.integrations, agentx_sync.integrations.tools; "
+        "print(sorted(m for m in ('langchain_core', 'crewai', 'IPython', 'rich') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_langchain_tools_through_invoke(sim: Simulator, client: Make) -> None:
+    from langchain_core.messages import ToolMessage
+    from langchain_core.tools import BaseTool
+
+    from agentx_sync.integrations.langchain import make_tools
+
+    ws = client()
+    ws.start().wait_connected(5)
+    tools = {t.name: t for t in make_tools(ws, wait=2)}
+    assert set(tools) == {"get_price", "get_orders", "get_portfolio"}
+    assert all(isinstance(t, BaseTool) and t.description for t in tools.values())
+    assert tools["get_price"].args["symbol"]["description"].startswith("The trading pair")
+
+    answer = tools["get_price"].invoke({"symbol": "btcusdt"})  # waits briefly for a first price
+    assert answer.startswith("BTCUSDT: ") and " old)" in answer
+    assert str(ws.get_cached_price("BTCUSDT"))[:3] in answer
+    unknown = tools["get_price"].invoke({"symbol": "NOPEUSDT"})
+    assert unknown.startswith("No price for NOPEUSDT yet")
+
+    assert tools["get_portfolio"].invoke({}).startswith("No portfolio snapshot yet")
+    order_id = sim.place_order("ETHUSDT", "sell", "0.3")
+    ws.wait_for_order(order_id, timeout=5)
+    eventually(lambda: ws.get_portfolio() is not None)
+    assert "Total equity" in tools["get_portfolio"].invoke({})
+    assert f"{order_id}: sell 0.3 ETHUSDT filled at" in tools["get_orders"].invoke({})
+    assert tools["get_orders"].invoke({"order_id": "missing"}).startswith("No update for order missing")
+
+    # The way an agent executor calls a tool: a tool call in, a ToolMessage out.
+    message = tools["get_price"].invoke(
+        {"name": "get_price", "args": {"symbol": "ETHUSDT"}, "id": "c1", "type": "tool_call"}
+    )
+    assert (
+        isinstance(message, ToolMessage)
+        and message.tool_call_id == "c1"
+        and message.content.startswith("ETHUSDT: ")
+    )
+    with pytest.raises(Exception, match="symbol"):
+        tools["get_price"].invoke({})  # the schema requires a symbol
+
+
+def test_langchain_positions_tool_for_nexgent(
+    nsim: NexgentSimulator, agent: str, nclient: Callable[..., NexgentWS]
+) -> None:
+    from agentx_sync.integrations.langchain import make_tools
+
+    raw = nsim.open_position(agent, symbol="BONK", purchase_price=0.0001, amount=1000, notify=False)
+    ws = nclient()
+    ws.start().wait_for_positions(5)
+    tools = {t.name: t for t in make_tools(ws, wait=5)}
+    assert set(tools) == {"get_positions", "get_token_price"}
+    nsim.send_prices(agent, {raw["tokenAddress"]: 0.00015})
+    eventually(lambda: ws.get_cached_price(raw["tokenAddress"]) == Decimal("0.00015"))
+    positions = tools["get_positions"].invoke({})
+    assert positions.startswith("BONK: holding 1000") and "P/L 50.00%" in positions
+    price = tools["get_token_price"].invoke({"token_address": raw["tokenAddress"].upper()})
+    assert "0.00015 SOL" in price
+
+
+def test_tools_say_when_the_connection_is_down(sim: Simulator, client: Make) -> None:
+    from agentx_sync.integrations.tools import tools_for
+
+    ws = client()
+    ws.start().wait_connected(5)
+    get_price = next(t for t in tools_for(ws) if t.name == "get_price").run
+    assert "connection" not in get_price(symbol="BTCUSDT")
+    sim.stop_listening()
+    eventually(lambda: ws.state is not ConnectionState.CONNECTED)
+    assert "may be stale" in get_price(symbol="BTCUSDT")
+
+
+def test_rerunning_a_cell_replaces_the_running_client(sim: Simulator) -> None:
+    first = AgentExchangeWS(api_key="ak_test", base_url=sim.url).start()
+    first.wait_connected(5)
+    with warnings.catch_warnings(record=True) as caught:
+        second = AgentExchangeWS(api_key="ak_test", base_url=sim.url).start()
+    try:
+        assert first.state is ConnectionState.CLOSED
+        assert any(issubclass(w.category, ReplacedClientWarning) for w in caught)
+        assert "ak_test" not in str(caught[0].message)
+        second.wait_connected(5)
+        other_key = AgentExchangeWS(api_key="ak_other", base_url=sim.url, replace_running=True)
+        sim.allow_key("ak_other")
+        other_key.start().wait_connected(5)
+        assert second.connected  # a different key is a different client
+        assert other_key.close(2)
+    finally:
+        assert second.close(2) and first.close(2)
+
+
+def test_repr_and_html_show_state_prices_and_errors(sim: Simulator, client: Make) -> None:
+    ws = client()
+    ws.subscribe_ticker("BTCUSDT")
+    ws.start().wait_for_price("BTCUSDT", 5)
+    sim.send_raw("junk")
+    eventually(lambda: ws.health().last_error)
+    text = repr(ws)
+    assert "state=connected" in text and "prices=" in text and "ProtocolError" in text
+    page = ws._repr_html_()
+    assert "<table>" in page and "BTCUSDT" in page and "connected" in page and "ProtocolError" in page
+    assert "ak_test" not in text + page
+
+
+@pytest.mark.foreign_sockets  # jupyter_client's ZeroMQ sockets outlive the kernel; threads are still checked
+def test_notebook_runs_top_to_bottom_with_a_real_kernel() -> None:
+    import nbformat
+    from nbclient import NotebookClient
+
+    notebook = nbformat.read(EXAMPLES / "notebook.ipynb", as_version=4)
+    env_path = os.environ.get("PATH", "")
+    os.environ["PATH"] = (
+        f"{Path(sys.executable).parent}{os.pathsep}{env_path}"  # the kernel: this venv's python
+    )
+    try:
+        NotebookClient(notebook, timeout=60, kernel_name="python3").execute()
+    finally:
+        os.environ["PATH"] = env_path
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    text = "\n".join(str(o.get("text", "")) + str(o.get("data", {})) for o in outputs)
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert "AgentExchangeWS" in text and "<table>" in text  # the rich repr
+    assert "ReplacedClientWarning" in text and "previous client: closed" in text
+    assert "filled" in text
+    updates = int(text.split("live view refreshed ")[1].split()[0])
+    assert updates >= 2
+
+
+def _run(script: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(EXAMPLES / script)],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_langchain_example_runs_without_an_llm_key() -> None:
+    with Simulator(rate=100, auto_trade=0.2) as sim:
+        done = _run(
+            "langchain_agent.py", {"AGENTEXCHANGE_API_KEY": "ak_test", "AGENTEXCHANGE_WS_URL": sim.url}
+        )
+    assert done.returncode == 0, done.stderr
+    assert "get_price{'symbol': 'BTCUSDT'} -> BTCUSDT: " in done.stdout
+    assert "get_price{'symbol': 'ethusdt'} -> ETHUSDT: " in done.stdout
+
+
+def test_strategy_and_order_tracking_examples() -> None:
+    with Simulator(rate=200, auto_trade=0.2) as sim:
+        env = {"AGENTEXCHANGE_API_KEY": "ak_test", "AGENTEXCHANGE_WS_URL": sim.url}
+        strategy = _run(
+            "strategy_loop.py", {**env, "ITERATIONS": "3", "INTERVAL": "0.2", "THRESHOLD": "1000000"}
+        )
+        orders = _run("order_tracking.py", {**env, "ORDERS": "2"})
+    assert strategy.returncode == 0, strategy.stderr
+    assert strategy.stdout.count("holding") == 3 and "pairs in the cache" in strategy.stdout
+    assert orders.returncode == 0, orders.stderr
+    assert orders.stdout.count("filled: ") + orders.stdout.count("not filled: ") == 2
+    assert "→ pending" in orders.stdout and "tracked 2 orders" in orders.stdout
+
+
+@pytest.mark.skipif(
+    not os.environ.get("AGENTX_SYNC_CREWAI"),
+    reason="CrewAI is not installed in CI (see README); set AGENTX_SYNC_CREWAI=1 with crewai installed",
+)
+def test_crewai_tools_through_run(sim: Simulator, client: Make) -> None:
+    from crewai.tools import BaseTool
+
+    from agentx_sync.integrations.crewai import make_tools
+
+    ws = client()
+    ws.start().wait_connected(5)
+    tools = {t.name: t for t in make_tools(ws, wait=2)}
+    assert all(isinstance(t, BaseTool) for t in tools.values())
+    assert tools["get_price"].run(symbol="BTCUSDT").startswith("BTCUSDT: ")
+    assert tools["get_portfolio"].run().startswith("No portfolio snapshot yet")
+    done = _run("crewai_agent.py", {"AGENTEXCHANGE_API_KEY": "ak_test", "AGENTEXCHANGE_WS_URL": sim.url})
+    assert done.returncode == 0, done.stderr
+    assert "get_price -> BTCUSDT: " in done.stdout
