@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+
+# CrewAI starts a telemetry thread (and would send data) unless told not to.
+os.environ.setdefault("CREWAI_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("OTEL_SDK_DISABLED", "true")
 import threading
 import time
 from collections.abc import Callable, Iterator

@@ -192,10 +192,6 @@ def test_strategy_and_order_tracking_examples() -> None:
     assert "→ pending" in orders.stdout and "tracked 2 orders" in orders.stdout
 
 
-@pytest.mark.skipif(
-    not os.environ.get("AGENTX_SYNC_CREWAI"),
-    reason="CrewAI is not installed in CI (see README); set AGENTX_SYNC_CREWAI=1 with crewai installed",
-)
 def test_crewai_tools_through_run(sim: Simulator, client: Make) -> None:
     from crewai.tools import BaseTool
 
