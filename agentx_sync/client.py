@@ -73,6 +73,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 Key = tuple[str, ...]
 
 _ENDED = frozenset({ConnectionState.CLOSED, ConnectionState.FAILED, ConnectionState.REPLACED})
+_RECORDS = frozenset({Ticker, Candle, Order, Portfolio})
 
 
 class ReplacedClientWarning(UserWarning):
@@ -219,6 +220,9 @@ class BaseClient:
         except KeyboardInterrupt:
             self.close()
             raise
+        # Woken by the state change itself rather than by the error: raise it all the same.
+        if self._fatal is not None:
+            raise copy.copy(self._fatal)
 
     def wait_connected(self, timeout: float | None = 10.0) -> None:
         """Block until the client is connected (starting a new client first).
@@ -630,24 +634,26 @@ class AgentExchangeWS(BaseClient):
     # -- the IO thread's hot path ----------------------------------------------------
 
     def link_events(self, events: list[Any]) -> None:
-        records: list[Any] = []
-        for event in events:
-            kind = type(event)
-            if kind is Ticker or kind is Candle or kind is Order or kind is Portfolio:
-                records.append(event)
-            else:
-                self._control(event)
+        records = [e for e in events if type(e) in _RECORDS]
+        if len(records) != len(events):
+            for event in events:
+                if type(event) not in _RECORDS:
+                    self._control(event)
         if not records:
             return
         self._state.apply(records)
         callbacks = self._callbacks
         interest = self._interest
+        every, chosen = interest.all_tickers, interest.tickers
+        if every and not callbacks:  # the ticker_all firehose, pull-style: nothing to filter
+            self._events.put_many(records)
+            return
         jobs: list[tuple[tuple[Callback, ...], Any]] = []
         wanted: list[Any] = []
         for record in records:
             kind = type(record)
             if kind is Ticker:
-                if not interest.wants_ticker(record.symbol):
+                if not (every or record.symbol in chosen):
                     continue  # arrived through ticker_all for another symbol
                 keys: tuple[Key, ...] = (("ticker", record.symbol), ("ticker", "*"))
             elif kind is Candle:
@@ -657,10 +663,11 @@ class AgentExchangeWS(BaseClient):
             else:
                 keys = (("portfolio",),)
             wanted.append(record)
-            for key in keys:
-                found = callbacks.get(key)
-                if found:
-                    jobs.append((found, record))
+            if callbacks:
+                for key in keys:
+                    found = callbacks.get(key)
+                    if found:
+                        jobs.append((found, record))
         if jobs:
             self._dispatcher.submit(jobs)
         if wanted:

@@ -398,10 +398,10 @@ class Connection:
             now = clock()
             events: list[Any] = []
             alive = False
-            for opcode, payload in reader.feed(data):
+            messages = reader.feed(data)
+            texts = len(messages)  # corrected below for the rare control frames
+            for opcode, payload in messages:
                 if opcode == frames.TEXT:
-                    self.messages += 1
-                    self.session_messages += 1
                     try:
                         event = decode(payload, now)  # type: ignore[arg-type]
                     except ProtocolError as exc:
@@ -421,12 +421,15 @@ class Connection:
                     else:
                         self.ignored += 1
                 elif opcode == frames.PING:
+                    texts -= 1
                     alive = True
                     self._send_frame(frames.encode_frame(frames.PONG, payload, os.urandom(4)))  # type: ignore[arg-type]
                 elif opcode == frames.PONG:
+                    texts -= 1
                     alive = alive or pong_alive
                 elif opcode == frames.CLOSE:
                     code, reason = frames.parse_close(payload)  # type: ignore[arg-type]
+                    self._count(texts - 1)
                     if events:
                         handler.link_events(events)
                     with self._lock:
@@ -435,12 +438,18 @@ class Connection:
                             self._live = None
                     raise _Closed(code, reason)
                 else:
+                    texts -= 1
                     alive = True
                     handler.link_bad_message(ProtocolError("a binary frame, where only text is expected"))
+            self._count(texts)
             if alive:
                 self.last_received = now
             if events:
                 handler.link_events(events)
+
+    def _count(self, texts: int) -> None:
+        self.messages += texts
+        self.session_messages += texts
 
     def _send_frame(self, frame: bytes) -> None:
         with self._lock:

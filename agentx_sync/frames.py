@@ -71,6 +71,16 @@ class FrameReader:
         if self._buf:
             data = self._buf + data
         out: list[Message] = []
+        try:
+            pos = self._cut(data, out)
+        except UnicodeDecodeError as exc:
+            raise ProtocolError(f"invalid UTF-8 in a text message: {exc.reason}", close_code=1007) from None
+        self._buf = data[pos:]
+        return out
+
+    def _cut(self, data: bytes, out: list[Message]) -> int:
+        """Append every complete frame's message to ``out``; return where the rest starts."""
+        append = out.append
         pos = 0
         end = len(data)
         max_size = self.max_size
@@ -105,20 +115,20 @@ class FrameReader:
             opcode = b0 & 0x0F
             fin = b0 & 0x80
             if opcode == TEXT and fin and self._frag_opcode is None:
-                # The common case first: one unfragmented text frame.
-                out.append((TEXT, _utf8(payload)))
+                # The common case first: one unfragmented text frame. The C
+                # codec validates the UTF-8; feed() turns its error into 1007.
+                append((TEXT, payload.decode()))
             elif opcode in _CONTROL_OPCODES:
                 if not fin or length > 125:
                     raise ProtocolError("a fragmented or oversized control frame", close_code=1002)
-                out.append((opcode, payload))
+                append((opcode, payload))
             elif opcode in _DATA_OPCODES or opcode == CONT:
                 message = self._fragment(opcode, payload, bool(fin))
                 if message is not None:
-                    out.append(message)
+                    append(message)
             else:
                 raise ProtocolError(f"unknown opcode {opcode:#x}", close_code=1002)
-        self._buf = data[pos:]
-        return out
+        return pos
 
     def _fragment(self, opcode: int, payload: bytes, fin: bool) -> Message | None:
         if opcode == CONT:

@@ -9,10 +9,10 @@ the same value, and ``keys()``, ``get()``, ``in`` and ``to_dict()`` work.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import attrs
 
@@ -38,6 +38,9 @@ __all__ = [
 ]
 
 
+T = TypeVar("T")
+
+
 def _meta() -> Any:
     """A field that is bookkeeping, not wire data: hidden from keys() and eq."""
     return attrs.field(default=0.0, eq=False, repr=False, metadata={"meta": True})
@@ -51,6 +54,25 @@ def _keys(cls: type) -> tuple[str, ...]:
     if keys is None:
         keys = _KEYS[cls] = tuple(f.name for f in attrs.fields(cls) if not f.metadata.get("meta"))
     return keys
+
+
+def fast_constructor(cls: type[T]) -> Callable[..., T]:
+    """A positional constructor for a frozen, slotted attrs record without validators.
+
+    attrs' generated ``__init__`` for a frozen class sets each field through
+    ``object.__setattr__``; setting the slots directly builds the same object
+    in two thirds of the time. For the hottest record (one per ticker message).
+    """
+    fields = attrs.fields(cls)  # type: ignore[arg-type]
+    assert not any(f.validator or f.converter for f in fields), cls
+    # Unrolled, as attrs generates its own methods: a loop would cost more than it saves.
+    namespace: dict[str, Any] = {"new": object.__new__, "cls": cls}
+    namespace.update({f"set{i}": getattr(cls, f.name).__set__ for i, f in enumerate(fields)})
+    args = ", ".join(f"v{i}" for i in range(len(fields)))
+    body = "".join(f"    set{i}(obj, v{i})\n" for i in range(len(fields)))
+    exec(f"def make({args}):\n    obj = new(cls)\n{body}    return obj\n", namespace)
+    make: Callable[..., T] = namespace["make"]
+    return make
 
 
 class Record:

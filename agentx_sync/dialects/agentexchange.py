@@ -23,8 +23,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import attrs
 
 from ..errors import ProtocolError
-from ..models import Candle, Order, OrderSide, OrderStatus, Portfolio, Ticker
-from . import ErrorMessage, Ping, Subscribed, Unsubscribed, Verdict, loads
+from ..models import Candle, Order, OrderSide, OrderStatus, Portfolio, Ticker, fast_constructor
+from . import ErrorMessage, Ping, Subscribed, Unsubscribed, Verdict, _parse
 from ._wire import as_bool, as_dec, as_dict, as_opt_dec, as_opt_str, as_opt_ts, as_str
 
 __all__ = [
@@ -155,6 +155,8 @@ def _endpoint(base_url: str) -> str:
 
 Event = Ticker | Candle | Order | Portfolio | Ping | Subscribed | Unsubscribed | ErrorMessage
 
+_new_ticker = fast_constructor(Ticker)
+
 
 def _symbol(msg: dict[str, Any], data: dict[str, Any]) -> str:
     return as_str(msg.get("symbol") or data.get("symbol"), "symbol").upper()
@@ -267,7 +269,12 @@ def decode(text: str, now: float) -> Event | None:
     Raises:
         ProtocolError: the message is not JSON, or a field is malformed.
     """
-    msg = loads(text)
+    try:
+        msg = _parse(text)
+    except (ValueError, RecursionError):
+        raise ProtocolError("a message that is not valid JSON", raw=text) from None
+    if type(msg) is not dict:
+        raise ProtocolError("a message that is not a JSON object", raw=text)
     if msg.get("channel") == "ticker" and "type" not in msg:
         # The hot path (hundreds of thousands a second with ticker_all): the
         # well-formed ticker, converted inline. Anything unusual takes the
@@ -288,7 +295,7 @@ def decode(text: str, now: float) -> Event | None:
                     pass
                 else:
                     if p.is_finite() and q.is_finite() and (maker is None or type(maker) is bool):
-                        return Ticker(symbol.upper(), p, q, moment, maker, now)
+                        return _new_ticker(symbol.upper(), p, q, moment, maker, now)
     try:
         if "type" in msg:
             return _control(msg)
