@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from .backoff import BackoffPolicy
-from .client import AgentExchangeWS, NexgentWS
+from .client import AgentExchangeWS, NexgentWS, ReplacedClientWarning
 from .errors import (
     AgentNotFoundError,
     AgentXError,
@@ -76,6 +76,7 @@ __all__ = [
     "PriceBatch",
     "PriceUpdate",
     "ProtocolError",
+    "ReplacedClientWarning",
     "ServerError",
     "StaleConnectionError",
     "SubscriptionLimitError",

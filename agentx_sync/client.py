@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 
 from .backoff import BackoffPolicy
 from .connection import Connection, Dialect
@@ -91,8 +91,6 @@ _running_lock = threading.Lock()
 
 class BaseClient:
     """Lifecycle, lifecycle callbacks, the event queue and health, for every platform."""
-
-    _platform: ClassVar[str] = "platform"
 
     def __init__(
         self,
@@ -463,8 +461,6 @@ class AgentExchangeWS(BaseClient):
             same endpoint and key (a notebook cell run twice), with a warning.
     """
 
-    _platform: ClassVar[str] = "AgentExchange"
-
     def __init__(
         self,
         api_key: str,
@@ -787,8 +783,6 @@ class NexgentWS(BaseClient):
             connection is re-opened (the server pings every 30 s).
         Other options as for :class:`AgentExchangeWS`.
     """
-
-    _platform: ClassVar[str] = "Nexgent"
 
     def __init__(
         self,

@@ -121,3 +121,35 @@ def test_nexgent_sim_prints_what_a_client_needs() -> None:
     done = run("sim", "--dialect", "nexgent", "--port", "0", "--duration", "0.5")
     assert done.returncode == 0, done.stderr
     assert "NEXGENT_TOKEN=eyJ." in done.stdout and "NEXGENT_AGENT_ID=agent-1" in done.stdout
+
+
+def test_demo_on_a_terminal_draws_a_live_table() -> None:
+    import os
+    import pty
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [*CMD, "demo", "--duration", "2.5", "--interval", "0.25"],
+        stdin=follower,
+        stdout=follower,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "COLUMNS": "140", "TERM": "xterm"},
+    )
+    os.close(follower)
+    screen = b""
+    try:
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the demo ended and closed the terminal
+                break
+            if not chunk:
+                break
+            screen += chunk
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+        os.close(leader)
+    text = screen.decode(errors="replace")
+    assert "┃ symbol" in text or "│ BTCUSDT" in text  # rich's table, redrawn in place
+    assert "\x1b[" in text and "state: connected" in text
