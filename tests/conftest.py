@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import os
-
-# CrewAI starts a telemetry thread (and would send data) unless told not to.
-os.environ.setdefault("CREWAI_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("OTEL_SDK_DISABLED", "true")
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from agentx_sync import AgentExchangeWS, BackoffPolicy, NexgentWS
 from agentx_sync.sim import NexgentSimulator, Simulator
+
+# CrewAI (imported by its tests) starts a telemetry thread, and would send data, unless told not to.
+os.environ.setdefault("CREWAI_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("OTEL_SDK_DISABLED", "true")
 
 #: Fast reconnects for tests; the defaults (1 s doubling to 60 s) are tested purely.
 FAST = BackoffPolicy(initial=0.05, maximum=0.2, jitter=0.2, stable_after=5.0)
@@ -101,6 +104,21 @@ def nclient(nsim: NexgentSimulator, agent: str) -> Iterator[Callable[..., Nexgen
     yield make
     for ws in made:
         assert ws.close(timeout=2.0)
+
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+
+
+def run_example(script: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run ``examples/<script>`` as a user would, with extra environment."""
+    return subprocess.run(
+        [sys.executable, str(EXAMPLES / script)],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def eventually(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:

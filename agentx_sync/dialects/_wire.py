@@ -8,10 +8,39 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import ProtocolError
 
-__all__ = ["as_bool", "as_dec", "as_dict", "as_opt_dec", "as_opt_str", "as_opt_ts", "as_str", "as_ts"]
+__all__ = [
+    "as_bool",
+    "as_dec",
+    "as_dict",
+    "as_opt_dec",
+    "as_opt_str",
+    "as_opt_ts",
+    "as_str",
+    "as_ts",
+    "websocket_endpoint",
+]
+
+_SCHEMES = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
+
+
+def websocket_endpoint(url: str, path: str, name: str) -> str:
+    """``url`` as ``ws(s)://host[/prefix]{path}``: http(s) mapped to ws(s), no query.
+
+    Raises:
+        ValueError: ``url`` is not an http(s) or ws(s) URL (``name`` says which argument).
+    """
+    parts = urlsplit(url.strip())
+    scheme = _SCHEMES.get(parts.scheme.lower())
+    if scheme is None or not parts.netloc:
+        raise ValueError(f"{name} must be a ws://, wss://, http:// or https:// URL, not {url!r}")
+    prefix = parts.path.rstrip("/")
+    if not prefix.endswith(path):
+        prefix += path
+    return urlunsplit((scheme, parts.netloc, prefix, "", ""))
 
 
 def as_dec(value: Any, name: str) -> Decimal:

@@ -18,14 +18,14 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote
 
 import attrs
 
 from ..errors import ProtocolError
 from ..models import Candle, Order, OrderSide, OrderStatus, Portfolio, Ticker, fast_constructor
 from . import ErrorMessage, Ping, Subscribed, Unsubscribed, Verdict, _parse
-from ._wire import as_bool, as_dec, as_dict, as_opt_dec, as_opt_str, as_opt_ts, as_str
+from ._wire import as_bool, as_dec, as_dict, as_opt_dec, as_opt_str, as_opt_ts, as_str, websocket_endpoint
 
 __all__ = [
     "INTERVALS",
@@ -141,14 +141,7 @@ def build_url(base_url: str, api_key: str) -> str:
 
 
 def _endpoint(base_url: str) -> str:
-    parts = urlsplit(base_url.strip())
-    scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme.lower())
-    if scheme is None or not parts.netloc:
-        raise ValueError(f"base_url must be a ws://, wss://, http:// or https:// URL, not {base_url!r}")
-    path = parts.path.rstrip("/")
-    if not path.endswith("/ws/v1"):
-        path += "/ws/v1"
-    return urlunsplit((scheme, parts.netloc, path, "", ""))
+    return websocket_endpoint(base_url, "/ws/v1", "base_url")
 
 
 # -- decoding -----------------------------------------------------------------

@@ -17,14 +17,14 @@ import json
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, Final, NamedTuple
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote
 
 import attrs
 
 from ..errors import ProtocolError
 from ..models import DERIVED, PositionEventType, PriceBatch, PriceUpdate
 from . import ErrorMessage, Ping, Pong, Subscribed, Verdict, loads
-from ._wire import as_bool, as_dec, as_dict, as_opt_dec, as_opt_str, as_opt_ts, as_str
+from ._wire import as_bool, as_dec, as_dict, as_opt_dec, as_opt_str, as_opt_ts, as_str, websocket_endpoint
 
 __all__ = [
     "AgentConnected",
@@ -312,14 +312,7 @@ def build_url(api_url: str, token: str, agent_id: str) -> str:
 
 
 def _endpoint(api_url: str) -> str:
-    parts = urlsplit(api_url.strip())
-    scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme.lower())
-    if scheme is None or not parts.netloc:
-        raise ValueError(f"api_url must be an http(s):// or ws(s):// URL, not {api_url!r}")
-    path = parts.path.rstrip("/")
-    if not path.endswith("/ws"):
-        path += "/ws"
-    return urlunsplit((scheme, parts.netloc, path, "", ""))
+    return websocket_endpoint(api_url, "/ws", "api_url")
 
 
 class NexgentDialect:
