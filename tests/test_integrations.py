@@ -16,10 +16,9 @@ from agentx_sync import AgentExchangeWS, ConnectionState, NexgentWS
 from agentx_sync.client import ReplacedClientWarning
 from agentx_sync.sim import NexgentSimulator, Simulator
 
-from .conftest import eventually
+from .conftest import EXAMPLES, eventually, run_example
 
 Make = Callable[..., AgentExchangeWS]
-EXAMPLES = Path(__file__).parent.parent / "examples"
 
 
 def test_frameworks_are_imported_only_with_their_module() -> None:
@@ -157,20 +156,9 @@ def test_notebook_runs_top_to_bottom_with_a_real_kernel() -> None:
     assert updates >= 2
 
 
-def _run(script: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(EXAMPLES / script)],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
 def test_langchain_example_runs_without_an_llm_key() -> None:
     with Simulator(rate=100, auto_trade=0.2) as sim:
-        done = _run(
+        done = run_example(
             "langchain_agent.py", {"AGENTEXCHANGE_API_KEY": "ak_test", "AGENTEXCHANGE_WS_URL": sim.url}
         )
     assert done.returncode == 0, done.stderr
@@ -181,10 +169,10 @@ def test_langchain_example_runs_without_an_llm_key() -> None:
 def test_strategy_and_order_tracking_examples() -> None:
     with Simulator(rate=200, auto_trade=0.2) as sim:
         env = {"AGENTEXCHANGE_API_KEY": "ak_test", "AGENTEXCHANGE_WS_URL": sim.url}
-        strategy = _run(
+        strategy = run_example(
             "strategy_loop.py", {**env, "ITERATIONS": "3", "INTERVAL": "0.2", "THRESHOLD": "1000000"}
         )
-        orders = _run("order_tracking.py", {**env, "ORDERS": "2"})
+        orders = run_example("order_tracking.py", {**env, "ORDERS": "2"})
     assert strategy.returncode == 0, strategy.stderr
     assert strategy.stdout.count("holding") == 3 and "pairs in the cache" in strategy.stdout
     assert orders.returncode == 0, orders.stderr
@@ -192,7 +180,7 @@ def test_strategy_and_order_tracking_examples() -> None:
     assert "→ pending" in orders.stdout and "tracked 2 orders" in orders.stdout
 
 
-def test_crewai_tools_through_run(sim: Simulator, client: Make) -> None:
+def test_crewai_tools_throughrun_example(sim: Simulator, client: Make) -> None:
     from crewai.tools import BaseTool
 
     from agentx_sync.integrations.crewai import make_tools
@@ -203,6 +191,8 @@ def test_crewai_tools_through_run(sim: Simulator, client: Make) -> None:
     assert all(isinstance(t, BaseTool) for t in tools.values())
     assert tools["get_price"].run(symbol="BTCUSDT").startswith("BTCUSDT: ")
     assert tools["get_portfolio"].run().startswith("No portfolio snapshot yet")
-    done = _run("crewai_agent.py", {"AGENTEXCHANGE_API_KEY": "ak_test", "AGENTEXCHANGE_WS_URL": sim.url})
+    done = run_example(
+        "crewai_agent.py", {"AGENTEXCHANGE_API_KEY": "ak_test", "AGENTEXCHANGE_WS_URL": sim.url}
+    )
     assert done.returncode == 0, done.stderr
     assert "get_price -> BTCUSDT: " in done.stdout
