@@ -39,14 +39,16 @@ RECOVERY = 5.0  # seconds within which a client must be streaming again
 class Rig:
     """One platform: its simulator, a client factory, and a way to see fresh data."""
 
-    def __init__(self, name: str, ping_interval: float = 30.0) -> None:
+    def __init__(self, name: str, ping_interval: float = 30.0, keepalive: float | None = None) -> None:
         self.name = name
         self.clients: list[BaseClient] = []
         self.sim: Simulator | NexgentSimulator
         if name == "agentexchange":
-            self.sim = Simulator(rate=200, ping_interval=ping_interval, pong_timeout=ping_interval * 2)
+            self.sim = Simulator(
+                rate=200, ping_interval=ping_interval, pong_timeout=ping_interval * 2, keepalive=keepalive
+            )
         else:
-            self.sim = NexgentSimulator(price_interval=0.02, ping_interval=ping_interval)
+            self.sim = NexgentSimulator(price_interval=0.02, ping_interval=ping_interval, keepalive=keepalive)
             self.agent = self.sim.add_agent("agent-1")
             self.position = self.sim.open_position(self.agent, notify=False)["id"]
             self.token = self.sim.issue_token()
@@ -347,3 +349,20 @@ def test_daemon_thread_client_does_not_keep_the_interpreter_alive() -> None:
         out, err = proc.communicate(timeout=10)
         assert proc.returncode == 0, err
         assert "main thread ends" in out
+
+
+@pytest.mark.parametrize("name", ["agentexchange", "nexgent"])
+def test_protocol_ping_frames_are_answered(name: str) -> None:
+    # uvicorn, in front of the real AgentExchange server, pings with control
+    # frames and drops a client whose pong is late.
+    rig = Rig(name, keepalive=0.05)
+    try:
+        ws = rig.make()
+        ws.start().wait_connected(5)
+        conn = rig.sim.wait_connections(1)[0]
+        for _ in range(10):  # each wait spans several 50 ms ping rounds
+            rig.wait_fresh(ws)
+        assert conn.ws.latency > 0  # pongs came back
+        assert ws.health().reconnects == 0 and ws.connected
+    finally:
+        rig.close()

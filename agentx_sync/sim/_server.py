@@ -75,6 +75,9 @@ class SimBase:
         host: the address to bind: loopback unless told otherwise.
         port: 0 picks a free port.
         max_size: the largest message accepted from a client.
+        ssl_context: serve ``wss://`` with this context.
+        keepalive: send protocol-level ping frames this often and drop a client
+            whose pong is late (uvicorn does this in front of the real server).
     """
 
     thread_name = "agentx-sync-sim"
@@ -86,11 +89,15 @@ class SimBase:
         port: int = 0,
         max_size: int = 1 << 20,
         ssl_context: ssl.SSLContext | None = None,
+        keepalive: float | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.max_size = max_size
         self.ssl_context = ssl_context
+        # Protocol-level ping frames every `keepalive` s, closing (1011) when a pong
+        # is late: what uvicorn does in front of the real AgentExchange server.
+        self.keepalive = keepalive
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: Server | None = None
@@ -161,7 +168,8 @@ class SimBase:
             self.host,
             self.port,
             process_request=self._process_request,
-            ping_interval=None,
+            ping_interval=self.keepalive,
+            ping_timeout=self.keepalive,
             max_size=self.max_size,
             compression=None,
             ssl=self.ssl_context,

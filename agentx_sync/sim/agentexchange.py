@@ -65,6 +65,7 @@ class AgentExchangeSimulator(SimBase):
         seed: for reproducible prices.
         auth_status: the HTTP status for a refused key (the real server: 403).
         max_subscriptions: subscriptions allowed per connection (the real server: 10).
+        keepalive: protocol-level ping frames every N s, as uvicorn sends (see SimBase).
     """
 
     def __init__(
@@ -85,8 +86,11 @@ class AgentExchangeSimulator(SimBase):
         ssl_context: ssl.SSLContext | None = None,
         auth_status: int = 403,
         max_subscriptions: int = MAX_SUBSCRIPTIONS,
+        keepalive: float | None = None,
     ) -> None:
-        super().__init__(host=host, port=port, max_size=max_size, ssl_context=ssl_context)
+        super().__init__(
+            host=host, port=port, max_size=max_size, ssl_context=ssl_context, keepalive=keepalive
+        )
         if isinstance(symbols, int):
             symbols = [f"SYM{i:04d}USDT" for i in range(symbols)]
         self.symbols = [s.upper() for s in symbols]

@@ -96,8 +96,11 @@ class NexgentSimulator(SimBase):
         seed: int | None = None,
         max_size: int = 1 << 20,
         ssl_context: ssl.SSLContext | None = None,
+        keepalive: float | None = None,
     ) -> None:
-        super().__init__(host=host, port=port, max_size=max_size, ssl_context=ssl_context)
+        super().__init__(
+            host=host, port=port, max_size=max_size, ssl_context=ssl_context, keepalive=keepalive
+        )
         self.ping_interval = ping_interval
         self.price_interval = price_interval
         self.takeover_defect = takeover_defect
