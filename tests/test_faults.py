@@ -247,7 +247,9 @@ def test_close_during_a_hanging_connect() -> None:
             fillers.append(filler)
         ws = AgentExchangeWS(api_key="ak_test", base_url=f"ws://127.0.0.1:{port}", connect_timeout=30)
         ws.start()
-        eventually(lambda: ws.state is ConnectionState.CONNECTING)
+        # The connect hangs: no Disconnected (which a refusal would bring) for a while.
+        assert ws.get_event(timeout=0.5) is None
+        assert ws.state is ConnectionState.CONNECTING
         assert ws.close(timeout=0.5)
     finally:
         for filler in fillers:
