@@ -58,6 +58,3 @@ class Backoff:
         if self._connected_at is not None and now - self._connected_at >= self.policy.stable_after:
             self.attempts = 0
         self._connected_at = None
-
-    def reset(self) -> None:
-        self.attempts = 0

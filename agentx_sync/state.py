@@ -84,14 +84,6 @@ class State:
             self._stop = error
             self.cond.notify_all()
 
-    def clear(self) -> None:
-        with self.cond:
-            self.tickers.clear()
-            self.candles.clear()
-            self.orders.clear()
-            self.portfolio = None
-            self.book.clear()
-
     # -- reading (any thread) --------------------------------------------------
 
     def order(self, order_id: str) -> Order | None:

@@ -18,7 +18,17 @@ import attrs
 
 from ..errors import ProtocolError
 
-__all__ = ["JSON_PARSER", "ErrorMessage", "Ping", "Pong", "Subscribed", "Unsubscribed", "Verdict", "loads"]
+__all__ = [
+    "JSON_PARSER",
+    "ErrorMessage",
+    "Ping",
+    "Pong",
+    "Subscribed",
+    "Unsubscribed",
+    "Verdict",
+    "loads",
+    "parse_json",
+]
 
 
 def _stdlib_loads() -> Callable[[str], Any]:
@@ -53,13 +63,13 @@ def _choose_parser() -> tuple[str, Callable[[str], Any]]:
 
 
 #: Which JSON parser decodes messages: "orjson" or "stdlib".
-JSON_PARSER, _parse = _choose_parser()
+JSON_PARSER, parse_json = _choose_parser()
 
 
 def loads(text: str) -> dict[str, Any]:
     """Parse one message into a JSON object, or raise ProtocolError."""
     try:
-        msg = _parse(text)
+        msg = parse_json(text)
     except (ValueError, RecursionError):  # orjson.JSONDecodeError is a ValueError
         raise ProtocolError("a message that is not valid JSON", raw=text) from None
     if type(msg) is not dict:

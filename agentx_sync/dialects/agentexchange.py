@@ -24,7 +24,7 @@ import attrs
 
 from ..errors import ProtocolError
 from ..models import Candle, Order, OrderSide, OrderStatus, Portfolio, Ticker, fast_constructor
-from . import ErrorMessage, Ping, Subscribed, Unsubscribed, Verdict, _parse
+from . import ErrorMessage, Ping, Subscribed, Unsubscribed, Verdict, parse_json
 from ._wire import as_bool, as_dec, as_dict, as_opt_dec, as_opt_str, as_opt_ts, as_str, websocket_endpoint
 
 __all__ = [
@@ -263,7 +263,7 @@ def decode(text: str, now: float) -> Event | None:
         ProtocolError: the message is not JSON, or a field is malformed.
     """
     try:
-        msg = _parse(text)
+        msg = parse_json(text)
     except (ValueError, RecursionError):
         raise ProtocolError("a message that is not valid JSON", raw=text) from None
     if type(msg) is not dict:
