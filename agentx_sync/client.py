@@ -119,6 +119,7 @@ class BaseClient:
             connect_timeout=connect_timeout,
             max_message_size=max_message_size,
             ssl_context=ssl_context,
+            batch_lock=self._state.batch,
         )
         # One lock for the client's own bookkeeping (callbacks, subscriptions,
         # counters); it is always taken before the connection's send lock.
@@ -691,20 +692,21 @@ class AgentExchangeWS(BaseClient):
                 else:
                     self._confirmed_keys.discard(event.channel)
 
-    # -- getters (any thread; never block) -------------------------------------------
+    # -- getters (any thread; they never wait for the network, at most for the -------
+    # -- batch being applied: see State.settle) -----------------------------------------
 
     def get_cached_price(self, symbol: str) -> Decimal | None:
-        """The latest price of ``symbol``, or None if none has arrived. Never blocks."""
-        ticker = self._state.tickers.get(symbol.upper())
+        """The latest price of ``symbol``, or None if none has arrived. Never waits for the network."""
+        ticker = self._state.ticker(symbol.upper())
         return None if ticker is None else ticker.price
 
     def get_ticker(self, symbol: str) -> Ticker | None:
         """The latest trade of ``symbol`` (price, quantity, timestamp), or None."""
-        return self._state.tickers.get(symbol.upper())
+        return self._state.ticker(symbol.upper())
 
     def price_age(self, symbol: str) -> float | None:
         """Seconds since ``symbol``'s cached price arrived, or None."""
-        ticker = self._state.tickers.get(symbol.upper())
+        ticker = self._state.ticker(symbol.upper())
         return None if ticker is None else time.monotonic() - ticker.received_at
 
     def prices(self) -> dict[str, Decimal]:
@@ -712,6 +714,7 @@ class AgentExchangeWS(BaseClient):
         return {s: t.price for s, t in self._state.ticker_snapshot().items()}
 
     def get_candle(self, symbol: str, interval: str) -> Candle | None:
+        self._state.settle()
         return self._state.candles.get((symbol.upper(), interval))
 
     def get_orders(self) -> list[Order]:
@@ -723,6 +726,7 @@ class AgentExchangeWS(BaseClient):
         return self._state.order(str(order_id))
 
     def get_portfolio(self) -> Portfolio | None:
+        self._state.settle()
         return self._state.portfolio
 
     # -- blocking getters ------------------------------------------------------------
@@ -871,10 +875,12 @@ class NexgentWS(BaseClient):
 
     def get_positions(self) -> list[Position]:
         """The current positions (kept, and ``positions_stale``, while disconnected)."""
+        self._state.settle()
         with self._state.cond:
             return list(self._book.records.values())
 
     def get_position(self, position_id: str) -> Position | None:
+        self._state.settle()
         return self._book.records.get(str(position_id))
 
     @property
@@ -883,12 +889,14 @@ class NexgentWS(BaseClient):
         return self._book.stale
 
     def get_cached_price(self, token_address: str) -> Decimal | None:
-        """The latest SOL price of a token (any letter case), or None. Never blocks."""
+        """The latest SOL price of a token (any letter case), or None. Never waits for the network."""
+        self._state.settle()
         price = self._book.prices.get(token_address.lower())
         return None if price is None else price[0]
 
     def get_cached_price_usd(self, token_address: str) -> Decimal | None:
-        """The latest USD price of a token (any letter case), or None. Never blocks."""
+        """The latest USD price of a token (any letter case), or None. Never waits for the network."""
+        self._state.settle()
         price = self._book.prices.get(token_address.lower())
         return None if price is None else price[1]
 

@@ -2,9 +2,12 @@
 
 The IO thread is its only writer and applies a whole batch of events (all
 the messages of one socket read) under one acquisition, then wakes waiters
-once. Readers get immutable records: single lookups read one dict entry,
-which is atomic in CPython, so the hot getters do not touch the lock at all
-and never slow the writer down; snapshots and waits take the lock.
+once. Readers get immutable records. Snapshots and waits take the lock;
+single lookups read one dict entry, which is atomic in CPython, after
+:meth:`State.settle`: while the IO thread holds ``batch`` (decoding and
+applying a read), a getter sleeps until the batch is in rather than take the
+GIL from it. Without that, two threads calling a getter in a tight loop each
+hold the interpreter for whole switch intervals and the feed falls behind.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ class State:
 
     def __init__(self, max_orders: int = 100) -> None:
         self.cond = threading.Condition(threading.Lock())
+        #: Held by the IO thread while it decodes and applies one read.
+        self.batch = threading.Lock()
         self.tickers: dict[str, Ticker] = {}
         self.candles: dict[tuple[str, str], Candle] = {}
         self.orders: deque[Order] = deque(maxlen=max_orders)
@@ -86,8 +91,21 @@ class State:
 
     # -- reading (any thread) --------------------------------------------------
 
+    def settle(self) -> None:
+        """Return once no batch is being applied (at once, mostly)."""
+        batch = self.batch
+        if batch.locked():
+            with batch:
+                pass
+
+    def ticker(self, symbol: str) -> Ticker | None:
+        if self.batch.locked():
+            self.settle()
+        return self.tickers.get(symbol)
+
     def order(self, order_id: str) -> Order | None:
         """The latest update of an order among the last ``max_orders``."""
+        self.settle()
         with self.cond:
             return self._order(order_id)
 
@@ -98,10 +116,12 @@ class State:
         return None
 
     def order_list(self) -> list[Order]:
+        self.settle()
         with self.cond:
             return list(self.orders)
 
     def ticker_snapshot(self) -> dict[str, Ticker]:
+        self.settle()
         with self.cond:
             return dict(self.tickers)
 

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import ssl
 from collections.abc import Iterator
+from decimal import Decimal
 
 import pytest
 import trustme
 
-from agentx_sync import AgentExchangeWS, AuthenticationError, Connected, ConnectionState, NexgentWS, TLSError
+from agentx_sync import (
+    AgentExchangeWS,
+    AuthenticationError,
+    Connected,
+    ConnectionState,
+    NexgentWS,
+    Ticker,
+    TLSError,
+)
 from agentx_sync.sim import NexgentSimulator, Simulator
 
 from .conftest import FAST, eventually, next_event
@@ -63,6 +73,26 @@ def test_user_supplied_ca_is_accepted_for_both_clients(ca: trustme.CA) -> None:
             api_url=url, token=nsim.issue_token(), agent_id=agent, ssl_context=client_context(ca)
         ) as nws:
             assert nws.wait_for_positions(5) == []
+
+
+def test_a_burst_over_tls_arrives_whole_and_in_order(ca: trustme.CA) -> None:
+    # TLS hands out one record (16 KiB at most) a read; the IO thread gathers
+    # what is waiting into one batch. Every message must still arrive once.
+    with Simulator(rate=0, ssl_context=server_context(ca, "127.0.0.1")) as sim:
+        with AgentExchangeWS(api_key="ak_test", base_url=sim.url, ssl_context=client_context(ca)) as ws:
+            ws.subscribe_ticker("all")
+            ws.wait_connected(5)
+            eventually(lambda: "ticker:all" in ws.subscriptions())
+            for i in range(3000):
+                trade = {"price": f"{i}.5", "quantity": "1", "timestamp": "2026-11-21T12:00:00Z"}
+                sim.send_raw(json.dumps({"channel": "ticker", "symbol": f"S{i % 7}", "data": trade}))
+            eventually(lambda: ws.get_cached_price("S3") == Decimal("2999.5"), timeout=10)
+            assert ws.health().bad_messages == 0
+            assert [ws.get_cached_price(f"S{k}") for k in range(7)] == [
+                Decimal(f"{max(i for i in range(3000) if i % 7 == k)}.5") for k in range(7)
+            ]
+            prices = [t.price for t in iter(lambda: ws.get_event(0), None) if isinstance(t, Ticker)]
+            assert prices == [Decimal(f"{i}.5") for i in range(3000)]
 
 
 class Capture(logging.Handler):

@@ -23,7 +23,7 @@ from urllib.parse import quote
 import attrs
 
 from ..errors import ProtocolError
-from ..models import Candle, Order, OrderSide, OrderStatus, Portfolio, Ticker, fast_constructor
+from ..models import Candle, Order, OrderSide, OrderStatus, Portfolio, Ticker
 from . import ErrorMessage, Ping, Subscribed, Unsubscribed, Verdict, parse_json
 from ._wire import as_bool, as_dec, as_dict, as_opt_dec, as_opt_str, as_opt_ts, as_str, websocket_endpoint
 
@@ -148,7 +148,7 @@ def _endpoint(base_url: str) -> str:
 
 Event = Ticker | Candle | Order | Portfolio | Ping | Subscribed | Unsubscribed | ErrorMessage
 
-_new_ticker = fast_constructor(Ticker)
+_new = tuple.__new__
 
 
 def _symbol(msg: dict[str, Any], data: dict[str, Any]) -> str:
@@ -288,7 +288,7 @@ def decode(text: str, now: float) -> Event | None:
                     pass
                 else:
                     if p.is_finite() and q.is_finite() and (maker is None or type(maker) is bool):
-                        return _new_ticker(symbol.upper(), p, q, moment, maker, now)
+                        return _new(Ticker, (symbol.upper(), p, q, moment, maker, now))
     try:
         if "type" in msg:
             return _control(msg)
@@ -309,6 +309,8 @@ class AgentExchangeDialect:
     name: Final = "agentexchange"
     #: Every message from the server proves the link is alive.
     pong_counts_as_liveness: Final = True
+    #: The data messages: decoded and applied to the cache as one batch.
+    records: Final = frozenset({Ticker, Candle, Order, Portfolio})
 
     def __init__(self, base_url: str, api_key: str) -> None:
         if not isinstance(api_key, str) or not api_key:

@@ -322,6 +322,8 @@ class NexgentDialect:
     #: Answers to the client's own probes prove nothing: after a takeover the
     #: server may keep a socket that answers pings but sends nothing else.
     pong_counts_as_liveness: Final = False
+    #: The data messages: decoded and applied to the cache as one batch.
+    records: Final = frozenset({PriceBatch, PositionChange})
 
     def __init__(self, api_url: str, token: str, agent_id: str) -> None:
         if not isinstance(token, str) or not token:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import pickle
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -65,6 +67,33 @@ def test_ticker() -> None:
     assert t.get("nope", 1) == 1 and "price" in t
     with pytest.raises(KeyError):
         t["received_at"]
+
+
+def test_a_ticker_is_an_immutable_record_like_the_others() -> None:
+    t = decode(json.dumps(TICKER), 5.0)
+    assert isinstance(t, Ticker)
+    slow = _ticker_through_the_general_path(5.0)
+    assert type(slow) is Ticker and slow == t and slow.received_at == 5.0
+    later = decode(json.dumps(TICKER), 9.0)
+    assert later == t and hash(later) == hash(t)  # the same trade, whenever it arrived
+    assert t != decode(json.dumps({**TICKER, "data": {**TICKER["data"], "price": "1"}}), 5.0)
+    assert list(t) == list(t.keys()) and dict(t) == t.to_dict()
+    assert repr(t).startswith("Ticker(symbol='BTCUSDT', price=Decimal('64521.30')")
+    for copied in (pickle.loads(pickle.dumps(t)), copy.copy(t), copy.deepcopy(t)):
+        assert copied == t and copied.received_at == 5.0
+    with pytest.raises(AttributeError):
+        t.price = Decimal(1)  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        t < later  # noqa: B015  (records are not ordered)
+
+
+def _ticker_through_the_general_path(now: float) -> Ticker:
+    # The fast path takes only "Z" timestamps: "+00:00" goes the general way.
+    stamp = TICKER["data"]["timestamp"].replace("Z", "+00:00")
+    msg = {**TICKER, "data": {**TICKER["data"], "timestamp": stamp}}
+    t = decode(json.dumps(msg), now)
+    assert isinstance(t, Ticker)
+    return t
 
 
 def test_candle_order_portfolio() -> None:
