@@ -128,6 +128,8 @@ class Connection:
         max_message_size: larger messages fail the connection (close 1009).
         ssl_context: for ``wss://``; default: the system's trusted CAs, with
             certificate and host name checks on.
+        coalesce: seconds to wait after a read that emptied the socket, so
+            that the messages arriving meanwhile share one wakeup.
         batch_lock: held while the data messages of one read are cut,
             decoded and handed to the handler. Getters wait for it when they
             find it held: under the GIL, a reader thread that cut into the
@@ -146,10 +148,13 @@ class Connection:
         max_message_size: int = 4 * 1024 * 1024,
         ssl_context: ssl.SSLContext | None = None,
         batch_lock: threading.Lock | None = None,
+        coalesce: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if stale_timeout <= 0 or connect_timeout <= 0:
             raise ValueError("stale_timeout and connect_timeout must be > 0")
+        if not 0 <= coalesce <= min(1.0, stale_timeout / 4):
+            raise ValueError("coalesce must be between 0 and 1 s (and under a quarter of stale_timeout)")
         self.dialect = dialect
         self.handler = handler
         self.backoff = Backoff(backoff)
@@ -158,6 +163,7 @@ class Connection:
         self.max_message_size = max_message_size
         self.ssl_context = ssl_context
         self.batch_lock = batch_lock or threading.Lock()
+        self.coalesce = coalesce
         self.clock = clock
         self.last_received: float | None = None
         self.messages = 0
@@ -403,6 +409,8 @@ class Connection:
         records = dialect.records
         batch_lock = self.batch_lock
         tls = isinstance(sock, ssl.SSLSocket)
+        coalesce = self.coalesce
+        stopping = self._stopping
         size = 0
         held = 0.0  # when the IO thread last let getters in
         while True:
@@ -423,6 +431,8 @@ class Connection:
                     batch_lock.release()
                     raise
             else:
+                if coalesce and size and stopping.wait(coalesce):
+                    raise _Stopped
                 remaining = self.last_received + stale - clock()
                 if remaining <= 0:
                     raise StaleConnectionError(f"nothing received for {stale:g} s; reconnecting")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
@@ -457,3 +458,60 @@ def test_all_ticker_callback(sim: Simulator, client: Make) -> None:
     ws.start().wait_connected(5)
     eventually(lambda: symbols == set(sim.symbols))
     assert sim.subscriptions()[0] == {"ticker:all"}
+
+
+def _reads_for(coalesce: float, messages: int = 60) -> int:
+    """How many socket reads delivered ``messages`` tickers from a steady feed.
+
+    Records of one read share their ``received_at``, so distinct values count reads.
+    """
+    with Simulator(rate=200) as feed:
+        with AgentExchangeWS(api_key="ak_test", base_url=feed.url, coalesce=coalesce) as ws:
+            stamps: list[float] = []
+            ws.on_ticker("all")(lambda t: stamps.append(t.received_at))
+            eventually(lambda: len(stamps) >= messages, timeout=10)
+            return len(set(stamps[:messages]))
+
+
+def test_coalesce_gathers_a_steady_feed_into_fewer_reads() -> None:
+    # 200 messages a second, written every 10 ms: at once, most writes are a
+    # read of their own; with coalesce=0.1 a read takes in 0.1 s of them.
+    assert _reads_for(0.0) >= 15
+    assert _reads_for(0.1) <= 8
+
+
+def test_close_during_a_coalesce_wait_is_prompt(sim: Simulator) -> None:
+    ws = AgentExchangeWS(api_key="ak_test", base_url=sim.url, coalesce=1.0)
+    ws.subscribe_ticker("all")
+    ws.start().wait_connected(5)
+    eventually(lambda: ws.health().messages > 0)
+    started = time.monotonic()
+    assert ws.close(2)
+    assert time.monotonic() - started < 0.5
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan")])
+def test_coalesce_is_checked(bad: float) -> None:
+    with pytest.raises(ValueError, match="coalesce"):
+        AgentExchangeWS(api_key="ak_test", coalesce=bad)
+
+
+def test_getters_never_wait_for_the_network(sim: Simulator, client: Make) -> None:
+    sim.pause_market()
+    ws = client()
+    ws.subscribe_ticker("BTCUSDT")
+    ws.start().wait_connected(5)
+    sim.wait_for(lambda: {"ticker:BTCUSDT"} <= set().union(*sim.subscriptions()))
+    sim.tick("BTCUSDT")
+    ws.wait_for_price("BTCUSDT", 5)
+    sim.half_open()  # not even pings: the IO thread sits in a blocking read
+    answers: list[Any] = []
+    reader = threading.Thread(
+        target=lambda: answers.extend(
+            (ws.get_cached_price("BTCUSDT"), ws.get_ticker("X"), ws.get_portfolio())
+        )
+    )
+    reader.start()
+    reader.join(2)
+    assert not reader.is_alive()
+    assert answers[0] > 0 and answers[1:] == [None, None]

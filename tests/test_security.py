@@ -82,7 +82,7 @@ def test_a_burst_over_tls_arrives_whole_and_in_order(ca: trustme.CA) -> None:
         with AgentExchangeWS(api_key="ak_test", base_url=sim.url, ssl_context=client_context(ca)) as ws:
             ws.subscribe_ticker("all")
             ws.wait_connected(5)
-            eventually(lambda: "ticker:all" in ws.subscriptions())
+            sim.wait_for(lambda: {"ticker:all"} <= set().union(*sim.subscriptions()))
             for i in range(3000):
                 trade = {"price": f"{i}.5", "quantity": "1", "timestamp": "2026-11-21T12:00:00Z"}
                 sim.send_raw(json.dumps({"channel": "ticker", "symbol": f"S{i % 7}", "data": trade}))

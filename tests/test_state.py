@@ -1,7 +1,8 @@
-"""The state cache, without threads or sockets."""
+"""The state cache, without sockets."""
 
 from __future__ import annotations
 
+import threading
 from decimal import Decimal
 
 import pytest
@@ -44,3 +45,20 @@ def test_stopped_waits_raise_the_given_error() -> None:
     s.stop_waiters(ClientClosedError("closed"))
     with pytest.raises(ClientClosedError):
         s.wait(lambda: None, 5, "anything")
+
+
+def test_a_getter_waits_for_the_batch_being_applied_and_sees_all_of_it() -> None:
+    s = State()
+    s.apply([ticker("A", "1"), ticker("B", "1")])
+    got: list[tuple[Ticker | None, ...]] = []
+    s.batch.acquire()  # as the IO thread does while it decodes and applies a read
+    reader = threading.Thread(target=lambda: got.append((s.ticker("A"), s.tickers.get("B"))))
+    reader.start()
+    reader.join(0.2)
+    assert reader.is_alive() and not got
+    s.apply([ticker("A", "2")])
+    s.apply([ticker("B", "2")])
+    s.batch.release()
+    reader.join(2)
+    a, b = got[0]
+    assert a is not None and b is not None and a.price == b.price == Decimal(2)
