@@ -84,9 +84,26 @@ class FrameReader:
         pos = 0
         end = len(data)
         max_size = self.max_size
+        fragmenting = self._frag_opcode is not None
         while end - pos >= 2:
             b0 = data[pos]
             b1 = data[pos + 1]
+            if b0 == 0x81 and not fragmenting:
+                # The common frame first: a whole text message, up to 64 KiB,
+                # that breaks no rule. The C codec validates its UTF-8;
+                # feed() turns its error into 1007.
+                if b1 < 126:
+                    start = pos + 2
+                    stop = start + b1
+                elif b1 == 126 and end - pos >= 4:
+                    start = pos + 4
+                    stop = start + (data[pos + 2] << 8 | data[pos + 3])
+                else:
+                    stop = 0  # longer, masked, or its length is still on its way
+                if 0 < stop <= end and stop - start <= max_size:
+                    append((TEXT, data[start:stop].decode()))
+                    pos = stop
+                    continue
             length = b1 & 0x7F
             head = 2
             if length == 126:
@@ -114,9 +131,7 @@ class FrameReader:
             pos = stop
             opcode = b0 & 0x0F
             fin = b0 & 0x80
-            if opcode == TEXT and fin and self._frag_opcode is None:
-                # The common case first: one unfragmented text frame. The C
-                # codec validates the UTF-8; feed() turns its error into 1007.
+            if opcode == TEXT and fin and not fragmenting:
                 append((TEXT, payload.decode()))
             elif opcode in _CONTROL_OPCODES:
                 if not fin or length > 125:
@@ -124,6 +139,7 @@ class FrameReader:
                 append((opcode, payload))
             elif opcode in _DATA_OPCODES or opcode == CONT:
                 message = self._fragment(opcode, payload, bool(fin))
+                fragmenting = self._frag_opcode is not None
                 if message is not None:
                     append(message)
             else:

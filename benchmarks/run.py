@@ -34,6 +34,7 @@ from feed import Feed  # noqa: E402
 
 N = 200_000
 REPEAT = 3
+COALESCE = 0.02  # the coalesce= option shown beside the default (0: no wait)
 
 
 # -- the workers (each runs in its own process) ---------------------------------------
@@ -139,16 +140,22 @@ def contention_agentx(url: str, n: int, readers: int) -> dict[str, float]:
     ws = AgentExchangeWS(api_key="bench", base_url=url)
     ws.subscribe_ticker("all")
     reads = [0] * readers
+    stalls = [0.0] * readers
     stop = threading.Event()
 
     def reader(i: int) -> None:
         get = ws.get_cached_price
+        clock = time.perf_counter
         count = 0
+        longest = 0.0
         while not stop.is_set():
-            for _ in range(1000):
+            started = clock()
+            for _ in range(100):
                 get("S001USDT")
-            count += 1000
+            longest = max(longest, clock() - started)
+            count += 100
         reads[i] = count
+        stalls[i] = longest
 
     threads = [threading.Thread(target=reader, args=(i,)) for i in range(readers)]
     ws.start().wait_connected(30)
@@ -166,6 +173,7 @@ def contention_agentx(url: str, n: int, readers: int) -> dict[str, float]:
     for t in threads:
         t.join()
     result["reads"] = sum(reads)
+    result["stall"] = max(stalls)
     ws.close()
     return result
 
@@ -208,7 +216,7 @@ def contention_naive(url: str, n: int) -> dict[str, float]:
     return result
 
 
-def latency_agentx(url: str, n: int) -> dict[str, Any]:
+def latency_agentx(url: str, n: int, coalesce: float = 0.0) -> dict[str, Any]:
     from agentx_sync import AgentExchangeWS
 
     cache_lat: list[float] = []
@@ -220,7 +228,7 @@ def latency_agentx(url: str, n: int) -> dict[str, Any]:
             now = time.monotonic()  # the batch is in the cache, the lock released
             cache_lat.extend(now - float(e.quantity) for e in events)
 
-    ws = Timed(api_key="bench", base_url=url)
+    ws = Timed(api_key="bench", base_url=url, coalesce=coalesce)
     ws.on_ticker("all")(lambda t: callback_lat.append(time.monotonic() - float(t.quantity)))
     ws.start().wait_connected(30)
     step = threading.Event()
@@ -230,10 +238,10 @@ def latency_agentx(url: str, n: int) -> dict[str, Any]:
     return {"cache": cache_lat, "callback": callback_lat}
 
 
-def cpu_agentx(url: str, n: int) -> dict[str, float]:
+def cpu_agentx(url: str, n: int, coalesce: float = 0.0) -> dict[str, float]:
     from agentx_sync import AgentExchangeWS
 
-    ws = AgentExchangeWS(api_key="bench", base_url=url)
+    ws = AgentExchangeWS(api_key="bench", base_url=url, coalesce=coalesce)
     ws.subscribe_ticker("all")
     ws.start().wait_connected(30)
     step = threading.Event()
@@ -308,8 +316,11 @@ WORKERS: dict[str, tuple[Any, dict[str, Any], dict[str, Any]]] = {
     "cpu-agentx": (cpu_agentx, {}, {"rate": 10_000}),
     "cpu-B": (cpu_baseline, {}, {"rate": 10_000}),
     "cpu-agentx-each": (cpu_agentx, {}, {"rate": 10_000, "tick": 0}),
+    "cpu-agentx-co": (cpu_agentx, {"coalesce": COALESCE}, {"rate": 10_000}),
+    "cpu-agentx-co-each": (cpu_agentx, {"coalesce": COALESCE}, {"rate": 10_000, "tick": 0}),
     "cpu-B-each": (cpu_baseline, {}, {"rate": 10_000, "tick": 0}),
     "latency-each": (latency_agentx, {}, {"rate": 20_000, "stamped": True, "tick": 0}),
+    "latency-each-co": (latency_agentx, {"coalesce": COALESCE}, {"rate": 20_000, "stamped": True, "tick": 0}),
     "memory": (memory_agentx, {}, {}),
 }
 
@@ -393,13 +404,19 @@ def main() -> int:
     contended = medians("contention", N)
     naive = medians("naive-contention", 50_000, repeat=1)
     reads = statistics.median(r["reads"] / r["wall"] for r in contended)
-    print("| | ingest msgs/s | of solo | getter calls/s |")
-    print("|---|---:|---:|---:|")
+    stall = statistics.median(r["stall"] for r in contended) * 1e3
+    print("| | ingest msgs/s | of solo | getter calls/s | longest wait of a reader (100 calls) |")
+    print("|---|---:|---:|---:|---:|")
     ours = rate(contended)
-    print(f"| agentx_sync, default install, 2 readers | {ours:,.0f} | {ours / solo:.0%} | {reads:,.0f} |")
+    print(
+        f"| agentx_sync, default install, 2 readers | {ours:,.0f} | {ours / solo:.0%} | {reads:,.0f} |"
+        f" {stall:.0f} ms |"
+    )
     naive_reads = naive[0]["reads"] / naive[0]["wall"]
     theirs = rate(naive)
-    print(f"| B + a lock per update, 1 reader | {theirs:,.0f} | {theirs / b:.1%} of B | {naive_reads:,.0f} |")
+    print(
+        f"| B + a lock per update, 1 reader | {theirs:,.0f} | {theirs / b:.1%} of B | {naive_reads:,.0f} | |"
+    )
 
     print("\n## CPU at a steady 10,000 msgs/s (whole client process, 5 s)\n")
     print("The feed writes every 1 ms what is due (10 messages), as a live server's event loop")
@@ -409,6 +426,8 @@ def main() -> int:
     for label, ticked, each, fast in (
         ("agentx_sync, default install", "cpu-agentx", "cpu-agentx-each", False),
         ("agentx_sync [fast]", "cpu-agentx", "cpu-agentx-each", True),
+        (f"agentx_sync, default install, coalesce={COALESCE}", "cpu-agentx-co", "cpu-agentx-co-each", False),
+        (f"agentx_sync [fast], coalesce={COALESCE}", "cpu-agentx-co", "cpu-agentx-co-each", True),
         ("B", "cpu-B", "cpu-B-each", False),
     ):
         shares = [
@@ -426,11 +445,12 @@ def main() -> int:
 
     print("| where | p50 µs | p99 µs |")
     print("|---|---:|---:|")
-    runs = medians("latency-each", 60_000)
-    for key, label in (("cache", "in the cache"), ("callback", "in a callback")):
-        p50 = statistics.median(pct(r[key], 0.50) for r in runs)
-        p99 = statistics.median(pct(r[key], 0.99) for r in runs)
-        print(f"| {label} | {p50:,.0f} | {p99:,.0f} |")
+    for name, option in (("latency-each", ""), ("latency-each-co", f", coalesce={COALESCE}")):
+        runs = medians(name, 60_000)
+        for key, label in (("cache", "in the cache"), ("callback", "in a callback")):
+            p50 = statistics.median(pct(r[key], 0.50) for r in runs)
+            p99 = statistics.median(pct(r[key], 0.99) for r in runs)
+            print(f"| {label}{option} | {p50:,.0f} | {p99:,.0f} |")
 
     print("\n## Memory: 1,000,000 messages, 600 symbols, event queue never drained\n")
     mem = medians("memory", 1_000_000)

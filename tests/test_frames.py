@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agentx_sync import frames
 from agentx_sync.errors import ProtocolError
@@ -107,6 +111,13 @@ def test_oversized_frame_is_refused_from_its_header() -> None:
     assert info.value.close_code == 1009
 
 
+@pytest.mark.parametrize("size", [200, 5000])
+def test_oversized_frame_is_refused_when_it_is_all_there(size: int) -> None:
+    with pytest.raises(ProtocolError) as info:
+        frames.FrameReader(max_size=100).feed(frame(frames.TEXT, b"x" * size) + frame(frames.TEXT, b"ok"))
+    assert info.value.close_code == 1009
+
+
 def test_oversized_fragmented_message_is_refused() -> None:
     reader = frames.FrameReader(max_size=1000)
     with pytest.raises(ProtocolError) as info:
@@ -124,3 +135,40 @@ def test_encode_frame_masks_and_round_trips(size: int) -> None:
     assert data[head : head + 4] == mask
     body = data[head + 4 :]
     assert bytes(b ^ mask[i % 4] for i, b in enumerate(body)) == payload
+
+
+# A message: text or binary, whole or in fragments with control frames between.
+_messages = st.lists(
+    st.tuples(
+        st.one_of(
+            st.tuples(st.text(max_size=300).map(str.encode), st.just(True)),
+            st.tuples(st.binary(max_size=70_000), st.just(False)),
+        ),
+        st.integers(1, 4),  # fragments
+        st.sampled_from([b"", b"ping", b"x" * 125]),  # a ping between fragments
+    ),
+    max_size=12,
+)
+
+
+@given(_messages, st.lists(st.integers(0, 2**20), max_size=8))
+def test_any_stream_cut_anywhere_gives_the_messages_back(
+    messages: list[tuple[tuple[bytes, bool], int, bytes]], cuts: list[int]
+) -> None:
+    data = b""
+    expected: list[frames.Message] = []
+    for (payload, text), pieces, ping in messages:
+        opcode = frames.TEXT if text else frames.BINARY
+        size = -(-len(payload) // pieces) or 1
+        parts = [payload[i : i + size] for i in range(0, len(payload), size)] or [b""]
+        for i, part in enumerate(parts):
+            data += frame(opcode if i == 0 else 0, part, fin=i == len(parts) - 1)
+            if i < len(parts) - 1:
+                data += frame(frames.PING, ping)
+                expected.append((frames.PING, ping))
+        expected.append((frames.TEXT, payload.decode()) if text else (frames.BINARY, payload))
+    reader = frames.FrameReader()
+    bounds = sorted({0, len(data), *(c % (len(data) + 1) for c in cuts)})
+    out = [m for a, b in itertools.pairwise(bounds) for m in reader.feed(data[a:b])]
+    assert out == expected
+    assert reader.buffered == 0
