@@ -336,6 +336,8 @@ class Connection:
         else:
             raise ConnectionLostError(f"cannot connect to {host}:{port}: {_describe(last)}")
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.coalesce:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         sock.settimeout(max(0.01, deadline - self.clock()))
         if secure:
             context = self.ssl_context or ssl.create_default_context()
