@@ -6,6 +6,9 @@ sans-IO :class:`~agentx_sync.frames.FrameReader`, decode with the dialect,
 hand whole batches to the client, answer pings, watch for silence; on any
 loss, back off and go round again. Only a fatal verdict or ``stop()`` ends it.
 
+A read's data messages are cut, decoded and applied under the cache's batch
+lock, which getters wait for: see ``batch_lock`` below and ``State.settle``.
+
 Every third-party exception is mapped to the library's own here, at one
 boundary. ``stop()`` wakes the thread at any point: it sets a flag and shuts
 the socket down, which ends a blocked read or handshake at once; connecting
@@ -414,7 +417,7 @@ class Connection:
         coalesce = self.coalesce
         stopping = self._stopping
         size = 0
-        held = 0.0  # when the IO thread last let getters in
+        held = 0.0  # when the current run of back-to-back reads began
         while True:
             if size == _READ_SIZE and clock() - held < _HOLD:
                 # The last read filled the buffer, so more is waiting: take it

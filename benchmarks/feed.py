@@ -23,7 +23,7 @@ GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
 def ticker_frame(symbol: str, price: str, quantity: str = "0.012") -> bytes:
-    """One unmasked server text frame holding an AgentExchange ticker message (~110 bytes)."""
+    """One unmasked server text frame holding an AgentExchange ticker message (~150 bytes)."""
     text = json.dumps(
         {
             "channel": "ticker",

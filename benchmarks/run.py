@@ -4,7 +4,7 @@
 
 Every figure comes from this one run, on this machine: each variant runs in
 a fresh worker process against a fresh feed process (benchmarks/feed.py:
-pre-encoded ~110-byte ticker frames for 600 symbols over loopback, a server
+pre-encoded ~150-byte ticker frames for 600 symbols over loopback, a server
 that is never the bottleneck), three times, and the median is shown. "B" is
 websocket-client's ``recv()`` plus ``json.loads`` without its pure-Python
 UTF-8 check; ratios are to B's median in the same run.
