@@ -700,8 +700,8 @@ class AgentExchangeWS(BaseClient):
                 else:
                     self._confirmed_keys.discard(event.channel)
 
-    # -- getters (any thread; they never wait for the network, at most for the -------
-    # -- batch being applied: see State.settle) -----------------------------------------
+    # -- getters (any thread) ----------------------------------------------------------
+    # They never wait for the network; at most for the batch being applied (State.settle).
 
     def get_cached_price(self, symbol: str) -> Decimal | None:
         """The latest price of ``symbol``, or None if none has arrived. Never waits for the network."""

@@ -92,13 +92,14 @@ class State:
     # -- reading (any thread) --------------------------------------------------
 
     def settle(self) -> None:
-        """Return once no batch is being applied (at once, mostly)."""
+        """Wait out the batch being applied, if any (there mostly is none)."""
         batch = self.batch
         if batch.locked():
             with batch:
                 pass
 
     def ticker(self, symbol: str) -> Ticker | None:
+        """The latest ticker of ``symbol``: the hottest getter, so settle() inlined."""
         if self.batch.locked():
             self.settle()
         return self.tickers.get(symbol)
