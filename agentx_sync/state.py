@@ -99,7 +99,7 @@ class State:
                 pass
 
     def ticker(self, symbol: str) -> Ticker | None:
-        """The latest ticker of ``symbol``: the hottest getter, so settle() inlined."""
+        """The latest ticker of ``symbol`` (the hottest getter: settle()'s check is inlined)."""
         if self.batch.locked():
             self.settle()
         return self.tickers.get(symbol)
