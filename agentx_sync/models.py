@@ -126,7 +126,32 @@ class ConnectionState(enum.StrEnum):
     CLOSED = "closed"  # close() was called
 
 
-class Ticker(Record, tuple):  # type: ignore[type-arg,misc]
+class _TupleRecord(tuple):  # type: ignore[type-arg]
+    """A record that is a tuple underneath: equal and hashed by ``_values()``, not ordered."""
+
+    __slots__ = ()
+
+    def _values(self) -> tuple[Any, ...]:
+        raise NotImplementedError
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is type(self):
+            return self._values() == other._values()
+        return NotImplemented
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __lt__(self, other: object) -> bool:
+        return NotImplemented
+
+    __le__ = __gt__ = __ge__ = __lt__
+
+
+class Ticker(Record, _TupleRecord):  # type: ignore[misc]
     """The latest trade of a symbol (channel ``ticker``). Immutable.
 
     It reads like every other record (``t.price``, ``t["price"]``, ``keys()``,
@@ -158,27 +183,12 @@ class Ticker(Record, tuple):  # type: ignore[type-arg,misc]
     ) -> Ticker:
         return tuple.__new__(cls, (symbol, price, quantity, timestamp, is_buyer_maker, received_at))
 
-    def _trade(self) -> tuple[Any, ...]:
+    def _values(self) -> tuple[Any, ...]:
+        """The trade: every field but ``received_at``."""
         return tuple.__getitem__(self, slice(0, 5))
 
-    def __eq__(self, other: object) -> bool:
-        if type(other) is Ticker:
-            return self._trade() == other._trade()
-        return NotImplemented
-
-    def __ne__(self, other: object) -> bool:
-        return not self == other
-
-    def __hash__(self) -> int:
-        return hash(self._trade())
-
-    def __lt__(self, other: object) -> bool:
-        return NotImplemented
-
-    __le__ = __gt__ = __ge__ = __lt__
-
     def __repr__(self) -> str:
-        shown = ", ".join(f"{k}={v!r}" for k, v in zip(_TICKER_KEYS, self._trade(), strict=True))
+        shown = ", ".join(f"{k}={v!r}" for k, v in zip(_TICKER_KEYS, self._values(), strict=True))
         return f"Ticker({shown})"
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -384,7 +394,7 @@ _VALUE_USD = POSITION_FIELDS.index("position_value_usd") - PRICE_FIELDS_AT
 _PNL_USD = POSITION_FIELDS.index("profit_loss_usd") - PRICE_FIELDS_AT
 
 
-class Position(tuple):  # type: ignore[type-arg]
+class Position(_TupleRecord):
     """A Nexgent position, with its price and P/L fields. Immutable.
 
     Attributes are snake_case; item access also takes the wire's camelCase
@@ -499,17 +509,6 @@ class Position(tuple):  # type: ignore[type-arg]
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (Position._make, (self._values(),))
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Position):
-            return self._values() == other._values()
-        return NotImplemented
-
-    def __ne__(self, other: object) -> bool:
-        return not self == other
-
-    def __hash__(self) -> int:
-        return hash(self._values())
 
 
 def _derive(base: tuple[Any, ...], prices: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from decimal import Decimal
 from typing import Any
 
@@ -368,3 +369,17 @@ def test_unchanged_prices_leave_records_untouched() -> None:
     first = book.records["p1"]
     book.price_batch(batch)
     assert book.records["p1"] is first
+
+
+def test_a_position_is_an_immutable_record_equal_by_value_and_not_ordered() -> None:
+    book = PositionBook()
+    book.initial([parse_position(RAW), parse_position({**RAW, "id": "p2"})])
+    first, again = book.records["p1"], PositionBook()
+    again.initial([parse_position(RAW)])
+    assert first == again.records["p1"] and hash(first) == hash(again.records["p1"])
+    assert first != book.records["p2"]
+    assert pickle.loads(pickle.dumps(first)) == first
+    with pytest.raises(TypeError):
+        first < book.records["p2"]  # noqa: B015
+    with pytest.raises(AttributeError):
+        first.id = "p3"  # type: ignore[misc]
