@@ -40,6 +40,18 @@ COALESCE = 0.02  # the coalesce= option shown beside the default (0: no wait)
 # -- the workers (each runs in its own process) ---------------------------------------
 
 
+def _ingest(ws: Any, n: int, poll: float) -> dict[str, float]:
+    """Time the client until ``n`` messages are in its cache, checking every ``poll`` s."""
+    step = threading.Event()
+
+    def run() -> int:
+        while ws.health().messages < n:
+            step.wait(poll)
+        return int(ws.health().messages)
+
+    return _window(run)
+
+
 def _window(fn: Any) -> dict[str, float]:
     """Time a receive loop: wall and CPU seconds of this whole process."""
     wall, cpu = time.perf_counter(), time.process_time()
@@ -161,14 +173,7 @@ def contention_agentx(url: str, n: int, readers: int) -> dict[str, float]:
     ws.start().wait_connected(30)
     for t in threads:
         t.start()
-    step = threading.Event()
-
-    def run() -> int:
-        while ws.health().messages < n:
-            step.wait(0.002)
-        return ws.health().messages
-
-    result = _window(run)
+    result = _ingest(ws, n, 0.002)
     stop.set()
     for t in threads:
         t.join()
@@ -244,14 +249,7 @@ def cpu_agentx(url: str, n: int, coalesce: float = 0.0) -> dict[str, float]:
     ws = AgentExchangeWS(api_key="bench", base_url=url, coalesce=coalesce)
     ws.subscribe_ticker("all")
     ws.start().wait_connected(30)
-    step = threading.Event()
-
-    def run() -> int:
-        while ws.health().messages < n:
-            step.wait(0.05)
-        return ws.health().messages
-
-    result = _window(run)
+    result = _ingest(ws, n, 0.05)
     ws.close()
     return result
 
