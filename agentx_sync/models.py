@@ -63,7 +63,7 @@ def _keys(cls: type) -> tuple[str, ...]:
 
 
 class Record:
-    """Mixin: read-only mapping access over an attrs record's wire fields."""
+    """Mixin: read-only mapping access over a record's wire fields (attrs fields, or ``_KEYS``)."""
 
     __slots__ = ()
     _aliases: ClassVar[dict[str, str]] = {}
