@@ -13,7 +13,9 @@ import copy
 import hashlib
 import html
 import logging
+import os
 import ssl
+import sys
 import threading
 import time
 import warnings
@@ -42,6 +44,7 @@ from .errors import (
     AuthenticationError,
     CallbackError,
     ClientClosedError,
+    ClientStateError,
     ConnectionLostError,
     ConnectionReplacedError,
     OrderFailedError,
@@ -80,13 +83,40 @@ class ReplacedClientWarning(UserWarning):
     """A started client replaced a running one for the same endpoint and credentials."""
 
 
-# Shown every time: in a notebook, each re-run cell should say what it closed.
-warnings.simplefilter("always", ReplacedClientWarning)
-
 # Running clients by (class, endpoint, digest of the credentials): re-running a
 # notebook cell must not leave the previous client connected in the background.
 _running: weakref.WeakValueDictionary[tuple[str, str, str], BaseClient] = weakref.WeakValueDictionary()
 _running_lock = threading.Lock()
+# Every client, so that a forked child can disarm its copies (see _after_fork_in_child).
+_clients: weakref.WeakSet[BaseClient] = weakref.WeakSet()
+
+FORKED = (
+    "this client was copied into a child process by os.fork(); the copy does not run here "
+    "(start clients after forking)"
+)
+
+
+def _after_fork_in_child() -> None:
+    """In a forked child: every client copy stops being "running", without touching the parent's socket."""
+    global _running_lock
+    _running_lock = threading.Lock()
+    for client in list(_clients):
+        client._disarm_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _interactive() -> bool:
+    """True inside an IPython shell or kernel (a notebook), where cells are re-run."""
+    ipython = sys.modules.get("IPython")
+    if ipython is None:
+        return False
+    try:
+        return ipython.get_ipython() is not None
+    except Exception:
+        return False
 
 
 class BaseClient:
@@ -104,10 +134,17 @@ class BaseClient:
         event_queue_size: int,
         callback_queue_size: int,
         max_orders: int = 100,
-        replace_running: bool = True,
+        replace_running: bool | None = None,
         coalesce: float = 0.0,
     ) -> None:
+        if ssl_context is not None and not dialect.url.startswith("wss://"):
+            raise ValueError(
+                "ssl_context is given but the URL is not wss:// (nor https://): the connection "
+                "would not use TLS at all; use a wss:// URL or drop ssl_context"
+            )
         self._dialect = dialect
+        #: On start(), close a running client of the same class, endpoint and
+        #: credentials first. None (the default): only inside IPython/Jupyter.
         self.replace_running = replace_running
         self._state = State(max_orders)
         self._events: EventQueue[Any] = EventQueue(event_queue_size)
@@ -126,6 +163,9 @@ class BaseClient:
         # One lock for the client's own bookkeeping (callbacks, subscriptions,
         # counters); it is always taken before the connection's send lock.
         self._lock = threading.RLock()
+        # Serializes start() and close() (never held while joining a thread,
+        # never taken by the IO or dispatcher threads' own work).
+        self._lifecycle = threading.Lock()
         self._callbacks: dict[Key, tuple[Callback, ...]] = {}
         self._status = ConnectionState.NEW
         self._started = False
@@ -135,27 +175,52 @@ class BaseClient:
         self._server_errors = 0
         self._last_error: str | None = None
         self._fatal: AgentXError | None = None
+        self._pid = os.getpid()
+        _clients.add(self)
 
     # -- lifecycle -------------------------------------------------------------
 
     def start(self) -> BaseClient:
         """Start the IO and dispatcher threads and return at once (idempotent).
 
-        A running client of the same class for the same endpoint and
-        credentials (a notebook cell run twice) is closed first, with a
-        :class:`ReplacedClientWarning`, unless ``replace_running=False``.
+        The lifecycle: a client runs from start() until close() (or a fatal
+        error); after a close() that returned True it may be started again.
+        It never has more than one IO thread and one dispatcher thread.
+
+        When ``replace_running`` is on (by default only inside IPython/Jupyter,
+        where re-running a cell builds a new client), a running client of the
+        same class, endpoint and credentials is closed first, with a
+        :class:`ReplacedClientWarning`.
+
+        Raises:
+            ClientStateError: a thread of this client's previous run is still
+                alive (its close() timed out, or runs right now in another
+                thread). Call close() again and start once it returns True.
         """
-        if self.replace_running:
+        if self.replace_running if self.replace_running is not None else _interactive():
             self._replace_running()
-        with self._lock:
-            if self._started:
-                return self
-            self._started = True
-            self._opened = 0
-            self._fatal = None
-            self._state.stop_waiters(None)
-            self._events.reopen()
-            self._set_status(ConnectionState.CONNECTING)
+        with self._lifecycle:
+            with self._lock:
+                if self._started:
+                    return self
+            busy = [
+                t.name
+                for t in (self._conn.thread, self._dispatcher.thread)
+                if t is not None and t.is_alive() and t is not threading.current_thread()
+            ]
+            if busy or self._dispatcher.thread is threading.current_thread():
+                which = ", ".join(busy) or "agentx-sync-dispatch"
+                raise ClientStateError(
+                    f"cannot start {type(self).__name__}: the previous run's {which} thread has not "
+                    "ended (close() did not complete); call close() until it returns True"
+                )
+            with self._lock:
+                self._started = True
+                self._opened = 0
+                self._fatal = None
+                self._state.stop_waiters(None)
+                self._events.reopen()
+                self._set_status(ConnectionState.CONNECTING)
             self._dispatcher.start()
             self._conn.start()
         return self
@@ -183,22 +248,52 @@ class BaseClient:
         """Close the connection and join every thread of this client (idempotent).
 
         Blocks for at most ``timeout`` seconds. Returns True when every thread
-        ended. Called from inside a callback, it returns without joining the
-        dispatcher thread, which ends as soon as that callback returns.
+        of this client has ended, False when one outlived ``timeout`` (the
+        client then cannot be started again until a later close() returns
+        True). Called from inside a callback, it returns without joining the
+        dispatcher thread (its own), which ends as soon as that callback returns.
+        Safe to call from any thread, at any time, and concurrently with start().
         """
-        with self._lock:
-            was_started, self._started = self._started, False
-            if self._status is not ConnectionState.FAILED:
-                self._set_status(ConnectionState.CLOSED)
-        self._state.stop_waiters(self._fatal or ClientClosedError("the client was closed"))
+        with self._lifecycle:
+            with self._lock:
+                was_started, self._started = self._started, False
+                if self._status is not ConnectionState.FAILED:
+                    self._set_status(ConnectionState.CLOSED)
+            self._state.stop_waiters(self._fatal or ClientClosedError("the client was closed"))
+            # Signal both threads now; join them below, outside the lifecycle lock,
+            # so that a close() from a callback cannot deadlock with this one.
+            self._conn.stop(0)
+            self._dispatcher.stop(0)
+            threads = [t for t in (self._conn.thread, self._dispatcher.thread) if t is not None]
+            self._events.close()
+            self._closed()
         deadline = time.monotonic() + timeout
-        io_done = self._conn.stop(timeout)
-        dispatch_done = self._dispatcher.stop(max(0.0, deadline - time.monotonic()))
-        self._events.close()
-        self._closed()
+        me = threading.current_thread()
+        for thread in threads:
+            if thread is not me:
+                thread.join(max(0.0, deadline - time.monotonic()))
         if was_started:
             log.info("closed %s", self._dialect.safe_url)
-        return io_done and dispatch_done
+        return not any(t.is_alive() for t in threads if t is not me)
+
+    def _disarm_after_fork(self) -> None:
+        """In a forked child: fresh locks, no socket, no threads, a visibly closed client.
+
+        The IO thread may have held any lock at the fork, and the socket is
+        the parent's connection: the child closes only its own file descriptor
+        (no close frame, no shutdown), so nothing it does reaches the parent.
+        """
+        self._pid = os.getpid()
+        self._lock = threading.RLock()
+        self._lifecycle = threading.Lock()
+        self._state.after_fork(ClientClosedError(FORKED))
+        self._events.after_fork()
+        self._dispatcher.after_fork()
+        self._conn.after_fork()
+        self._started = False
+        self._status = ConnectionState.CLOSED
+        self._connected_since = None
+        self._last_error = FORKED
 
     def _closed(self) -> None:
         """Platform-specific clean-up after a user's close()."""
@@ -379,7 +474,7 @@ class BaseClient:
         for callback in self._callbacks.get(("error",), ()):
             try:
                 callback(error)
-            except Exception:
+            except BaseException:  # even SystemExit: the dispatcher thread must live on
                 log.exception("an on_error callback raised")
 
     def _set_status(self, status: ConnectionState) -> None:
@@ -388,6 +483,11 @@ class BaseClient:
             self._state.cond.notify_all()
 
     # -- the IO thread's hooks ----------------------------------------------------
+
+    def link_connecting(self) -> None:
+        with self._lock:
+            if self._started:
+                self._set_status(ConnectionState.CONNECTING)
 
     def link_opened(self, conn: Connection) -> None:
         with self._lock:
@@ -435,6 +535,8 @@ class BaseClient:
     def _fail(self, error: AgentXError, status: ConnectionState) -> None:
         """End the client for good: waiters get ``error``, callbacks hear of it."""
         with self._lock:
+            if not self._started:
+                return  # closed meanwhile: the user's close() has the last word
             self._fatal = error
             self._connected_since = None
             self._on_lost()
@@ -461,7 +563,9 @@ class AgentExchangeWS(BaseClient):
         event_queue_size: how many events ``get_event`` holds (oldest dropped).
         callback_queue_size: how many events may wait for slow callbacks.
         replace_running: on start(), close a running AgentExchangeWS for the
-            same endpoint and key (a notebook cell run twice), with a warning.
+            same endpoint and key first, with a :class:`ReplacedClientWarning`
+            (a notebook cell run twice). ``None``, the default: on inside
+            IPython/Jupyter only; elsewhere two such clients run side by side.
         coalesce: seconds to let messages gather after each read before the
             next one (at most 1). Fewer wakeups of the IO thread, so less CPU
             at steady rates (see README, Performance), for up to that much
@@ -480,7 +584,7 @@ class AgentExchangeWS(BaseClient):
         ssl_context: ssl.SSLContext | None = None,
         event_queue_size: int = 10_000,
         callback_queue_size: int = 100_000,
-        replace_running: bool = True,
+        replace_running: bool | None = None,
         coalesce: float = 0.0,
     ) -> None:
         super().__init__(
@@ -639,6 +743,8 @@ class AgentExchangeWS(BaseClient):
     # -- the IO thread's hot path ----------------------------------------------------
 
     def link_events(self, events: list[Any]) -> None:
+        if not self._started:
+            return  # an IO thread that outlived close(): it must not fill a closed client
         records = [e for e in events if type(e) in _RECORDS]
         if len(records) != len(events):
             for event in events:
@@ -765,15 +871,12 @@ class AgentExchangeWS(BaseClient):
         """
         order_id = str(order_id)
 
-        def probe() -> Order | None:
-            order = self._state._order(order_id)
-            if order is None or status is None or order.status == status:
-                return order
-            if isinstance(order.status, OrderStatus) and order.status.is_final:
-                return order
-            return None
+        def accept(order: Order) -> bool:
+            if status is None or order.status == status:
+                return True
+            return isinstance(order.status, OrderStatus) and order.status.is_final
 
-        order = self._state.wait(probe, timeout, f"update of order {order_id}")
+        order = self._state.wait_order(order_id, accept, timeout, f"update of order {order_id}")
         if status is not None and order.status != status:
             raise OrderFailedError(f"order {order_id} ended {order.status}, not {status}", order=order)
         return order
@@ -811,7 +914,7 @@ class NexgentWS(BaseClient):
         ssl_context: ssl.SSLContext | None = None,
         event_queue_size: int = 10_000,
         callback_queue_size: int = 100_000,
-        replace_running: bool = True,
+        replace_running: bool | None = None,
         coalesce: float = 0.0,
     ) -> None:
         self._nexgent = NexgentDialect(api_url, token, agent_id)
@@ -944,6 +1047,8 @@ class NexgentWS(BaseClient):
             self._book.clear()
 
     def link_events(self, events: list[Any]) -> None:
+        if not self._started:
+            return  # an IO thread that outlived close(): it must not fill a closed client
         book = self._book
         jobs: list[tuple[Key, Any]] = []
         errors: list[AgentXError] = []

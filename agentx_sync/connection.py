@@ -20,11 +20,13 @@ from __future__ import annotations
 import logging
 import os
 import random
+import select
 import selectors
 import socket
 import ssl
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -57,7 +59,17 @@ _READ_SIZE = 256 * 1024
 #: A getter waits at most this long (plus one read), and only while the
 #: feed outruns the client.
 _HOLD = 0.04
+#: The longest HTTP upgrade response accepted (status line and headers).
+_MAX_RESPONSE = 64 * 1024
+#: Output queued for a peer that does not read: past this many bytes, or this
+#: many seconds without progress, the peer is dropped and a new connection made.
+_MAX_OUTBOX = 1024 * 1024
+_SEND_STALL = 10.0
+#: The longest the IO thread blocks at once, so that it checks queued output
+#: and its deadlines at least this often.
+_TICK = 1.0
 TEXT = frames.TEXT
+_WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
 class Dialect(Protocol):
@@ -82,6 +94,10 @@ class Dialect(Protocol):
 
 class LinkHandler(Protocol):
     """What the connection tells the client. Called on the IO thread only."""
+
+    def link_connecting(self) -> None:
+        """A connection attempt begins."""
+        ...
 
     def link_opened(self, conn: Connection) -> None: ...
     def link_events(self, events: list[Any]) -> None:
@@ -116,6 +132,64 @@ class _Closed(Exception):
 
 class _Stopped(Exception):
     pass
+
+
+class _ResponseTooLarge(Exception):
+    pass
+
+
+class _Upgrade:
+    """The socket as websocket-client sees it during the HTTP upgrade.
+
+    websocket-client reads the response a byte at a time, each read with its
+    own timeout, and keeps every header: a server that trickles its answer
+    would hold the upgrade open for ever, one that floods headers would fill
+    memory. Here every read and write shares one deadline, and the response
+    may take at most ``limit`` bytes.
+    """
+
+    def __init__(self, sock: socket.socket, deadline: float, clock: Callable[[], float], limit: int) -> None:
+        self._sock = sock
+        self._deadline = deadline
+        self._clock = clock
+        self._left_to_read = limit
+
+    def _remaining(self) -> float:
+        left = self._deadline - self._clock()
+        if left <= 0:
+            raise TimeoutError("the HTTP upgrade did not complete within connect_timeout")
+        return left
+
+    def gettimeout(self) -> float:
+        return self._remaining()
+
+    def settimeout(self, timeout: float | None) -> None:
+        pass  # the deadline rules
+
+    def recv(self, size: int) -> bytes:
+        self._sock.settimeout(self._remaining())
+        data = self._sock.recv(max(1, min(size, self._left_to_read)))
+        self._left_to_read -= len(data)
+        if self._left_to_read <= 0:
+            raise _ResponseTooLarge
+        return data
+
+    def send(self, data: bytes) -> int:
+        self._sock.settimeout(self._remaining())
+        return self._sock.send(data)
+
+    def sendall(self, data: bytes) -> None:
+        self._sock.settimeout(self._remaining())
+        self._sock.sendall(data)
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def close(self) -> None:
+        pass  # the connection owns the socket and closes it
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
 
 
 class Connection:
@@ -173,7 +247,11 @@ class Connection:
         self.session_messages = 0  # on the current (or last) connection
         self.ignored = 0  # messages of a type or channel this library does not know
         self._rng = random.Random()
-        self._lock = threading.Lock()  # guards _sock, _live and every send
+        self._lock = threading.Lock()  # guards _sock, _live and the outbox; never held while blocking
+        #: Frames (or the rest of one) the socket could not take at once, oldest first.
+        self._out: deque[bytes] = deque()
+        self._out_size = 0
+        self._out_since: float | None = None  # when queued output last made progress
         self._sock: socket.socket | None = None
         self._live: socket.socket | None = None
         self._stopping = threading.Event()
@@ -183,21 +261,29 @@ class Connection:
     def thread(self) -> threading.Thread | None:
         return self._thread
 
-    @property
-    def stopping(self) -> bool:
-        return self._stopping.is_set()
-
     def start(self) -> None:
+        """Start the IO thread.
+
+        Raises:
+            RuntimeError: the thread of an earlier run is still alive (a stop()
+                that timed out): a connection never has two IO threads.
+        """
+        if self._thread is not None and self._thread.is_alive():
+            raise RuntimeError("the IO thread of the previous run has not ended yet")
         self._stopping.clear()
         self._thread = threading.Thread(target=self._run, name="agentx-sync-io", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float | None) -> bool:
-        """Close the connection and end the IO thread; False if it outlived ``timeout``."""
+        """Close the connection and end the IO thread; False if it outlived ``timeout``.
+
+        Never blocks on the network: the close frame is sent only if the socket
+        takes it at once, and the shutdown wakes the IO thread wherever it is.
+        """
         with self._lock:
             self._stopping.set()
             if self._live is not None:
-                self._send_close_nowait(self._live, 1000, "client closing")
+                self._write(frames.encode_close(1000, "client closing", os.urandom(4)))
             if self._sock is not None:
                 try:
                     self._sock.shutdown(socket.SHUT_RDWR)
@@ -209,18 +295,84 @@ class Connection:
         thread.join(timeout)
         return not thread.is_alive()
 
+    def after_fork(self) -> None:
+        """In a forked child: forget the parent's thread and socket without touching the connection.
+
+        Closing the child's file descriptor leaves the parent's connection open;
+        no close frame is sent and the socket is not shut down.
+        """
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._stopping.set()
+        self._thread = None
+        self._live = None
+        self._reset_outbox()
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            try:
+                os.close(sock.detach())
+            except OSError:
+                pass
+
     def send_text(self, text: str) -> bool:
-        """Send one text message from any thread; False when not connected."""
+        """Send one text message from any thread, without blocking; False when not connected.
+
+        What the socket cannot take at once waits in an outbox that the IO
+        thread drains; a peer that stops reading is dropped (see ``_MAX_OUTBOX``).
+        """
         frame = frames.encode_frame(frames.TEXT, text.encode(), os.urandom(4))
         with self._lock:
-            if self._live is None:
-                return False
+            return self._write(frame)
+
+    def _write(self, frame: bytes) -> bool:
+        """Queue ``frame`` behind any waiting output and send what the socket takes now.
+
+        Called with ``_lock`` held; never blocks.
+        """
+        if self._live is None:
+            return False
+        if not self._out:
+            self._out_since = self.clock()
+        self._out.append(frame)
+        self._out_size += len(frame)
+        self._flush()
+        if self._out_size > _MAX_OUTBOX and self._sock is not None:
+            # The peer has not read a megabyte of our output: wake the IO
+            # thread, which reports it and reconnects.
             try:
-                self._live.sendall(frame)
-            except OSError as exc:
-                log.debug("send failed: %s", type(exc).__name__)
-                return False
-            return True
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        return True
+
+    def _flush(self) -> None:
+        """Send queued output until the socket would block (``_lock`` held)."""
+        live, out = self._live, self._out
+        if live is None:
+            return
+        tls = isinstance(live, ssl.SSLSocket)
+        while out:
+            frame = out[0]
+            try:
+                sent = live.send(frame)
+            except _WOULD_BLOCK:
+                return
+            except OSError:
+                return  # the IO thread's next read reports the broken connection
+            self._out_since = self.clock()
+            self._out_size -= sent
+            if sent < len(frame):
+                # TLS retries the same buffer whole; a plain socket sends the rest.
+                if not tls:
+                    out[0] = frame[sent:]
+                return
+            out.popleft()
+        self._out_since = None
+
+    def _reset_outbox(self) -> None:
+        self._out.clear()
+        self._out_size = 0
+        self._out_since = None
 
     # -- the loop ------------------------------------------------------------------
 
@@ -231,7 +383,7 @@ class Connection:
             pass
         except BaseException as exc:  # never die silently
             log.critical("the IO thread crashed", exc_info=exc)
-            error = AgentXError(f"internal error in the IO thread: {type(exc).__name__}: {exc}")
+            error = AgentXError(f"internal error in the IO thread: {type(exc).__name__}")
             self.handler.link_verdict(Verdict.FATAL, error)
         finally:
             with self._lock:
@@ -244,6 +396,7 @@ class Connection:
         while not self._stopping.is_set():
             error: AgentXError
             try:
+                self.handler.link_connecting()
                 sock = self._open()
                 self._session(sock)
                 error = ConnectionLostError("the connection ended")  # not reached normally
@@ -286,13 +439,18 @@ class Connection:
                 error = exc
                 with self._lock:
                     if self._live is not None and exc.close_code:
-                        self._send_close_nowait(self._live, exc.close_code, "protocol error")
+                        self._write(frames.encode_close(exc.close_code, "protocol error", os.urandom(4)))
             except AgentXError as exc:
                 error = exc
             except (OSError, websocket.WebSocketException) as exc:
                 if self._stopping.is_set():
                     return
                 error = ConnectionLostError(_describe(exc))
+            except Exception as exc:  # a bug of ours: report it, then reconnect rather than die
+                if self._stopping.is_set():
+                    return
+                log.critical("unexpected error in the IO thread; reconnecting", exc_info=exc)
+                error = ConnectionLostError(f"internal error in the IO thread ({type(exc).__name__})")
             self._drop()
             if self._stopping.is_set():
                 return
@@ -305,6 +463,7 @@ class Connection:
         self.backoff.disconnected(self.clock())
         with self._lock:
             self._live = None
+            self._reset_outbox()
             sock, self._sock = self._sock, None
         if sock is not None:
             sock.close()
@@ -353,19 +512,43 @@ class Connection:
                 raise ConnectionLostError(f"TLS handshake with {host} failed: {exc.reason}") from None
             with self._lock:
                 self._sock = sock = tls
+        upgrade = _Upgrade(sock, deadline, self.clock, _MAX_RESPONSE)
         try:
             ws = websocket.WebSocket(skip_utf8_validation=True)
             ws.connect(  # type: ignore[no-untyped-call]
                 url,
-                socket=sock,
+                socket=upgrade,
                 timeout=max(0.01, deadline - self.clock()),
                 suppress_origin=True,
                 redirect_limit=0,
             )
         except websocket.WebSocketBadStatusException as exc:
             raise _HandshakeRefused(exc.status_code) from None
-        except websocket.WebSocketException as exc:
+        except _ResponseTooLarge:
+            raise ConnectionLostError(
+                f"the server's answer to the HTTP upgrade exceeds {_MAX_RESPONSE // 1024} KiB"
+            ) from None
+        except (websocket.WebSocketException, TimeoutError) as exc:
+            if self.clock() >= deadline:
+                raise ConnectionLostError(
+                    f"the HTTP upgrade did not complete within connect_timeout ({self.connect_timeout:g} s)"
+                ) from None
+            if "redirect" in str(exc).lower():
+                raise ConnectionLostError(
+                    "the server answered the upgrade with a redirect; redirects are not followed "
+                    "(point the client at the WebSocket endpoint itself)"
+                ) from None
             raise ConnectionLostError(f"the HTTP upgrade failed: {type(exc).__name__}") from None
+        # Some websocket-client versions return a 3xx answer as if it were the
+        # upgrade: only 101 Switching Protocols opens a WebSocket.
+        status = ws.getstatus()
+        if status != 101:
+            if isinstance(status, int) and 300 <= status < 400:
+                raise ConnectionLostError(
+                    f"the server answered the upgrade with HTTP {status} (a redirect); redirects are not "
+                    "followed (point the client at the WebSocket endpoint itself)"
+                )
+            raise ConnectionLostError(f"the server answered the upgrade with HTTP {status}, not 101")
         return sock
 
     def _connect(self, sock: socket.socket, addr: Any, deadline: float) -> None:
@@ -398,9 +581,13 @@ class Connection:
         self.last_received = now
         self.session_messages = 0
         self.backoff.connected(now)
+        # From here on the socket never blocks: the IO thread waits in poll()
+        # below, and a send from any thread takes what the socket can take now.
+        sock.settimeout(0.0)
         with self._lock:
             if self._stopping.is_set():
                 raise _Stopped
+            self._reset_outbox()
             self._live = sock
         log.info("connected to %s", dialect.safe_url)
         handler.link_opened(self)
@@ -410,12 +597,15 @@ class Connection:
         view = memoryview(buffer)
         recv_into = sock.recv_into
         stale = self.stale_timeout
+        stall = min(_SEND_STALL, stale / 2)
         pong_alive = dialect.pong_counts_as_liveness
         records = dialect.records
         batch_lock = self.batch_lock
         tls = isinstance(sock, ssl.SSLSocket)
         coalesce = self.coalesce
         stopping = self._stopping
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
         size = 0
         held = 0.0  # when the current run of back-to-back reads began
         while True:
@@ -423,12 +613,11 @@ class Connection:
                 # The last read filled the buffer, so more is waiting: take it
                 # without blocking and without letting getters in between.
                 batch_lock.acquire()
-                sock.settimeout(0.0)
                 try:
                     size = recv_into(buffer)
                     if tls and size:
                         size = self._fill_tls(sock, view, size)
-                except (BlockingIOError, ssl.SSLWantReadError):
+                except _WOULD_BLOCK:
                     size = 0
                     batch_lock.release()
                     continue
@@ -438,15 +627,14 @@ class Connection:
             else:
                 if coalesce and size and stopping.wait(coalesce):
                     raise _Stopped
-                remaining = self.last_received + stale - clock()
-                if remaining <= 0:
-                    raise StaleConnectionError(f"nothing received for {stale:g} s; reconnecting")
-                sock.settimeout(remaining)
+                size = 0
+                if not self._wait_readable(sock, poller, tls, stale, stall):
+                    continue
                 try:
                     size = recv_into(buffer)
                     if tls and size:
                         size = self._fill_tls(sock, view, size)
-                except TimeoutError:
+                except _WOULD_BLOCK:
                     continue
                 except (OSError, ssl.SSLError) as exc:
                     if self._stopping.is_set():
@@ -458,6 +646,7 @@ class Connection:
                 if not size:
                     if self._stopping.is_set():
                         raise _Stopped
+                    self._check_outbox(stall)
                     raise ConnectionLostError("the server dropped the connection without a close frame")
                 now = clock()
                 messages = reader.feed(view[:size].tobytes())
@@ -469,12 +658,12 @@ class Connection:
                 # below, which decodes again, outside the lock.
                 try:
                     events: list[Any] = [decode(p, now) for op, p in messages if op == TEXT]  # type: ignore[arg-type]
-                except ProtocolError:
+                except Exception:
                     events = []
                 if len(events) == len(messages) and records.issuperset(map(type, events)):
                     self._count(len(events))
                     self.last_received = now
-                    handler.link_events(events)
+                    self._deliver(events)
                     continue
             finally:
                 batch_lock.release()
@@ -488,6 +677,13 @@ class Connection:
                     except ProtocolError as exc:
                         alive = True
                         handler.link_bad_message(exc)
+                        continue
+                    except Exception as exc:  # a decoder bug must not end the connection
+                        alive = True
+                        log.error("decoding a message raised %s", type(exc).__name__, exc_info=exc)
+                        handler.link_bad_message(
+                            ProtocolError(f"a message the decoder failed on ({type(exc).__name__})")
+                        )
                         continue
                     kind = type(event)
                     if kind is Pong:
@@ -512,10 +708,10 @@ class Connection:
                     code, reason = frames.parse_close(payload)  # type: ignore[arg-type]
                     self._count(texts - 1)
                     if events:
-                        handler.link_events(events)
+                        self._deliver(events)
                     with self._lock:
                         if self._live is not None:
-                            self._send_close_nowait(self._live, code or 1000, "")
+                            self._write(frames.encode_close(code or 1000, "", os.urandom(4)))
                             self._live = None
                     raise _Closed(code, reason)
                 else:
@@ -526,20 +722,60 @@ class Connection:
             if alive:
                 self.last_received = now
             if events:
-                handler.link_events(events)
+                self._deliver(events)
+
+    def _wait_readable(
+        self, sock: socket.socket, poller: select.poll, tls: bool, stale: float, stall: float
+    ) -> bool:
+        """Wait (at most ``_TICK``) for data, flushing queued output meanwhile.
+
+        Raises StaleConnectionError after ``stale`` seconds of server silence and
+        ConnectionLostError when queued output has stalled (a peer that does not read).
+        """
+        if self._out:
+            with self._lock:
+                self._flush()
+        self._check_outbox(stall)
+        remaining = self.last_received + stale - self.clock()  # type: ignore[operator]
+        if remaining <= 0:
+            raise StaleConnectionError(f"nothing received for {stale:g} s; reconnecting")
+        if tls and sock.pending():  # type: ignore[attr-defined]
+            return True  # decrypted data already waits in the TLS layer
+        waiting_out = bool(self._out)
+        poller.modify(sock, select.POLLIN | select.POLLOUT if waiting_out else select.POLLIN)
+        ready = poller.poll(min(remaining, _TICK) * 1000)
+        return any(mask & ~select.POLLOUT for _, mask in ready)
+
+    def _check_outbox(self, stall: float) -> None:
+        since, size = self._out_since, self._out_size
+        if since is not None and (size > _MAX_OUTBOX or self.clock() - since > stall):
+            raise ConnectionLostError(
+                f"the server stopped reading: {size:,} bytes unsent"
+                + ("" if size > _MAX_OUTBOX else f" for {stall:g} s")
+                + "; reconnecting"
+            )
+
+    def _deliver(self, events: list[Any]) -> None:
+        """Hand decoded events to the client; a failure there is a bad message, never a crash."""
+        try:
+            self.handler.link_events(events)
+        except Exception as exc:
+            log.error("applying %d message(s) raised %s", len(events), type(exc).__name__, exc_info=exc)
+            self.handler.link_bad_message(
+                ProtocolError(f"a message the client could not apply ({type(exc).__name__})")
+            )
 
     @staticmethod
     def _fill_tls(sock: socket.socket, view: memoryview, size: int) -> int:
         """Add what TLS can give without blocking: a TLS read returns one record
         (16 KiB at most), a plain one everything the socket holds."""
-        sock.settimeout(0.0)
         try:
             while size < len(view):
                 got = sock.recv_into(view[size:])
                 if not got:
                     break
                 size += got
-        except (BlockingIOError, ssl.SSLWantReadError):
+        except _WOULD_BLOCK:
             pass
         return size
 
@@ -549,22 +785,7 @@ class Connection:
 
     def _send_frame(self, frame: bytes) -> None:
         with self._lock:
-            if self._live is not None:
-                try:
-                    self._live.sendall(frame)
-                except OSError:
-                    pass
-
-    @staticmethod
-    def _send_close_nowait(sock: socket.socket, code: int, reason: str) -> None:
-        """Best effort: a close frame if the socket can take it right now."""
-        try:
-            with selectors.DefaultSelector() as sel:
-                sel.register(sock, selectors.EVENT_WRITE)
-                if sel.select(0):
-                    sock.send(frames.encode_close(code, reason, os.urandom(4)))
-        except (OSError, ValueError):
-            pass
+            self._write(frame)
 
 
 def _describe(exc: BaseException | None) -> str:

@@ -15,7 +15,7 @@ from typing import Any, Generic, TypeVar
 
 from .errors import CallbackError
 
-__all__ = ["Dispatcher", "EventQueue"]
+__all__ = ["Dispatcher", "EventQueue", "describe_callable", "safe_str"]
 
 log = logging.getLogger("agentx_sync.dispatch")
 
@@ -76,6 +76,12 @@ class EventQueue(Generic[T]):
         finally:
             self._waiting -= 1
 
+    def after_fork(self) -> None:
+        """In a forked child: a fresh lock, no consumers (they were other threads)."""
+        self._cond = threading.Condition(threading.Lock())
+        self._waiting = 0
+        self._closed = True
+
     def close(self) -> None:
         with self._cond:
             self._closed = True
@@ -114,6 +120,12 @@ class Dispatcher:
         self._thread = threading.Thread(target=self._run, name="agentx-sync-dispatch", daemon=True)
         self._thread.start()
 
+    def after_fork(self) -> None:
+        """In a forked child: the thread does not exist there."""
+        self.queue.after_fork()
+        self._stop = True
+        self._thread = None
+
     def submit(self, jobs: Iterable[tuple[tuple[Callback, ...], Any]]) -> None:
         self.queue.put_many(jobs)
 
@@ -132,6 +144,8 @@ class Dispatcher:
         return not thread.is_alive()
 
     def _run(self) -> None:
+        # Nothing a callback does ends this thread: not an exception whose
+        # str() raises, not SystemExit, not KeyboardInterrupt raised in it.
         get_all = self.queue.get_all
         while True:
             jobs = get_all(None)
@@ -143,19 +157,40 @@ class Dispatcher:
                         return
                     try:
                         callback(arg)
-                    except Exception as exc:
+                    except BaseException as exc:
                         self._failed(callback, exc)
 
     def _stopped(self) -> bool:
         return self._stop
 
-    def _failed(self, callback: Callback, exc: Exception) -> None:
+    def _failed(self, callback: Callback, exc: BaseException) -> None:
         self.errors += 1
-        name = getattr(callback, "__qualname__", repr(callback))
-        log.error("callback %s raised %s", name, type(exc).__name__, exc_info=exc)
-        error = CallbackError(f"callback {name} raised {type(exc).__name__}: {exc}", callback=name)
-        error.__cause__ = exc
+        name = describe_callable(callback)
+        kind = type(exc).__name__
         try:
+            log.error("callback %s raised %s", name, kind, exc_info=exc)
+            error = CallbackError(f"callback {name} raised {kind}: {safe_str(exc)}", callback=name)
+            error.__cause__ = exc
             self._on_error(error)
-        except Exception:
-            log.exception("the on_error callback raised too")
+        except BaseException:  # an on_error hook that failed in turn: say so, carry on
+            log.critical("reporting a callback's error failed", exc_info=True)
+
+
+def safe_str(exc: BaseException, limit: int = 300) -> str:
+    """``str(exc)``, shortened, or a placeholder when its ``__str__`` raises."""
+    try:
+        text = str(exc)
+    except BaseException:
+        return f"<{type(exc).__name__} whose str() raised>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def describe_callable(fn: object) -> str:
+    """A callable's qualified name, or a short safe description."""
+    try:
+        name = getattr(fn, "__qualname__", None)
+    except BaseException:
+        name = None
+    if isinstance(name, str):
+        return name[:200]
+    return type(fn).__name__ + " instance"

@@ -16,7 +16,8 @@
     │   └── UnknownActionError         code UNKNOWN_ACTION
     ├── CallbackError              a user callback raised (the original is ``__cause__``)
     ├── OrderFailedError           ``wait_for_order`` saw the order end in another status
-    └── ClientClosedError          the client was closed while a caller waited
+    ├── ClientClosedError          the client was closed while a caller waited
+    └── ClientStateError           start() while a previous run's thread is alive (also a RuntimeError)
 
 Misuse (a bad interval, a negative timeout) raises ``ValueError``/``TypeError``;
 timeouts raise the built-in ``TimeoutError``. No websocket-client exception
@@ -33,6 +34,7 @@ __all__ = [
     "AuthenticationError",
     "CallbackError",
     "ClientClosedError",
+    "ClientStateError",
     "ConnectionLostError",
     "ConnectionReplacedError",
     "InvalidChannelError",
@@ -153,6 +155,10 @@ class OrderFailedError(AgentXError):
 
 class ClientClosedError(AgentXError):
     """The client was closed (or failed for good) while a caller was waiting."""
+
+
+class ClientStateError(AgentXError, RuntimeError):
+    """The client cannot do that in its current state (e.g. start() before the last close() completed)."""
 
 
 _BY_CODE: dict[str, type[ServerError]] = {

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 
+from .numbers import CONTEXT
+
 try:
     from collections import _tuplegetter  # type: ignore[attr-defined]
 except ImportError:  # pragma: no cover - interpreters without it
@@ -520,8 +522,11 @@ def _derive(base: tuple[Any, ...], prices: tuple[Any, ...]) -> tuple[Any, ...]:
     remaining, bought = base[_REMAINING], base[_BOUGHT]
     holding = remaining if remaining is not None else bought
     price, usd, pnl = prices[0], prices[1], prices[_PNL_SOL]
-    value_usd = None if usd is None or holding is None else usd * holding
-    pnl_usd = None if usd is None or not price or pnl is None else pnl * usd / price
+    # The library's context, not the reading thread's: equal records stay equal everywhere.
+    value_usd = None if usd is None or holding is None else CONTEXT.multiply(usd, holding)
+    pnl_usd = (
+        None if usd is None or not price or pnl is None else CONTEXT.divide(CONTEXT.multiply(pnl, usd), price)
+    )
     out = list(prices)
     out[_VALUE_USD], out[_PNL_USD] = value_usd, pnl_usd
     return tuple(out)

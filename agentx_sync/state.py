@@ -16,6 +16,7 @@ import copy
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -33,6 +34,7 @@ from .models import (
     PriceBatch,
     Ticker,
 )
+from .numbers import CONTEXT
 
 __all__ = ["PositionBook", "State"]
 
@@ -54,23 +56,46 @@ class State:
         self.portfolio: Portfolio | None = None
         self.book = PositionBook()
         self._stop: Exception | None = None
+        #: Order id -> one list per waiter of the updates that arrived while it waits.
+        self._watched: dict[str, list[list[Order]]] = {}
         self._waiting = 0  # threads blocked in wait(): only then is notify worth its cost
 
     # -- writing (IO thread) ---------------------------------------------------
 
     def apply(self, events: Iterable[Any]) -> None:
-        """Apply a batch of events as one state change and wake every waiter."""
+        """Apply a batch of events as one state change and wake every waiter.
+
+        A trade, candle or portfolio snapshot older (by its own timestamp) than
+        the one cached is not cached: a replay or a duplicate after a reconnect
+        never moves the cache back in time. Order updates are a log (the last
+        ``max_orders``); every update of an order someone waits for is also
+        handed to that waiter, however many arrive in one batch.
+        """
         tickers = self.tickers
+        candles = self.candles
+        watched = self._watched
         with self.cond:
             for event in events:
                 kind = type(event)
                 if kind is Ticker:
+                    old = tickers.get(event.symbol)
+                    if old is not None and _older(event.timestamp, old.timestamp):
+                        continue
                     tickers[event.symbol] = event
                 elif kind is Candle:
-                    self.candles[(event.symbol, event.interval)] = event
+                    key = (event.symbol, event.interval)
+                    previous = candles.get(key)
+                    if previous is not None and _older(event.time, previous.time):
+                        continue
+                    candles[key] = event
                 elif kind is Order:
                     self.orders.append(event)
+                    if watched:
+                        for seen in watched.get(event.order_id, ()):
+                            seen.append(event)
                 elif kind is Portfolio:
+                    if self.portfolio is not None and _older(event.timestamp, self.portfolio.timestamp):
+                        continue
                     self.portfolio = event
             if self._waiting:
                 self.cond.notify_all()
@@ -82,6 +107,14 @@ class State:
             if self._waiting:
                 self.cond.notify_all()
             return result
+
+    def after_fork(self, error: Exception) -> None:
+        """In a forked child: fresh locks (the IO thread may have held them), waits raise ``error``."""
+        self.cond = threading.Condition(threading.Lock())
+        self.batch = threading.Lock()
+        self._watched = {}
+        self._waiting = 0
+        self._stop = error
 
     def stop_waiters(self, error: Exception | None) -> None:
         """Make current and future waits raise ``error`` (``None`` re-arms them)."""
@@ -161,6 +194,40 @@ class State:
             # share (and garble) its traceback.
             raise copy.copy(self._stop)
 
+    def wait_order(
+        self, order_id: str, accept: Callable[[Order], bool], timeout: float | None, what: str
+    ) -> Order:
+        """Block until an update of ``order_id`` that ``accept`` takes arrives (or is cached).
+
+        Every update that arrives while the caller waits is offered, in
+        order, even when more than ``max_orders`` arrive at once.
+        """
+        seen: list[Order] = []
+        with self.cond:
+            latest = self._order(order_id)
+            if latest is not None:
+                seen.append(latest)
+            self._watched.setdefault(order_id, []).append(seen)
+        offered = 0
+
+        def probe() -> Order | None:
+            nonlocal offered
+            while offered < len(seen):
+                order = seen[offered]
+                offered += 1
+                if accept(order):
+                    return order
+            return None
+
+        try:
+            return self.wait(probe, timeout, what)
+        finally:
+            with self.cond:
+                lists = self._watched[order_id]
+                del lists[next(i for i, mine in enumerate(lists) if mine is seen)]
+                if not lists:
+                    del self._watched[order_id]
+
 
 class PositionBook:
     """Nexgent positions and token prices. Pure; the State's lock guards it.
@@ -227,6 +294,7 @@ class PositionBook:
         records = self.records
         prices = self.prices
         zero = _ZERO
+        mul, add, sub, div = CONTEXT.multiply, CONTEXT.add, CONTEXT.subtract, CONTEXT.divide
         for update in batch.updates:
             price, usd = quote = (update.price, update.price_usd)
             if prices.get(update.token_address) == quote:
@@ -236,8 +304,8 @@ class PositionBook:
             for pid, (base, (holding, offset, cost_centi, purchase, price_centi, purchase_usd)) in plans.get(
                 update.token_address, {}
             ).items():
-                value = price * holding
-                pnl = value + offset
+                value = mul(price, holding)
+                pnl = add(value, offset)
                 values = (
                     price,
                     usd,
@@ -246,8 +314,8 @@ class PositionBook:
                     value,
                     derived,
                     pnl,
-                    zero if cost_centi is None else pnl / cost_centi,
-                    zero if price_centi is None else (price - purchase) / price_centi,
+                    zero if cost_centi is None else div(pnl, cost_centi),
+                    zero if price_centi is None else div(sub(price, purchase), price_centi),
                 )
                 records[pid] = new(Position, (base, values))
 
@@ -283,6 +351,11 @@ class PositionBook:
         self._early.clear()
         self.loaded = self.stale = False
         self.error = None
+
+
+def _older(stamp: datetime | None, than: datetime | None) -> bool:
+    """True when both times are known and ``stamp`` comes strictly before ``than``."""
+    return stamp is not None and than is not None and stamp < than
 
 
 _BASE = [(name, () if name.endswith("_ids") else None) for name in POSITION_FIELDS[:PRICE_FIELDS_AT]]

@@ -11,14 +11,17 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import ProtocolError
+from ..numbers import MAX_CHARS, MAX_EXPONENT
 
 __all__ = [
     "as_bool",
     "as_dec",
     "as_dict",
     "as_opt_dec",
+    "as_opt_price",
     "as_opt_str",
     "as_opt_ts",
+    "as_price",
     "as_str",
     "as_ts",
     "websocket_endpoint",
@@ -43,25 +46,50 @@ def websocket_endpoint(url: str, path: str, name: str) -> str:
     return urlunsplit((scheme, parts.netloc, prefix, "", ""))
 
 
+_NUMERAL = frozenset("0123456789.eE+-")
+
+
 def as_dec(value: Any, name: str) -> Decimal:
-    """A finite Decimal from a decimal string (or, tolerated, a JSON number)."""
+    """A bounded, finite Decimal from a decimal string (or, tolerated, a JSON number).
+
+    Accepted: ASCII digits with an optional sign, point and exponent, at most
+    ``MAX_CHARS`` characters, magnitude zero or within ``1e-MAX_EXPONENT ..
+    1e+MAX_EXPONENT``. Refused: NaN, infinities, underscores, spaces, other
+    scripts' digits, and numbers whose size alone could exhaust memory or
+    overflow arithmetic (``"1e999999"``).
+    """
     kind = type(value)
+    if kind is str:
+        text = value
+    elif kind is float or kind is int:
+        text = repr(value)  # an int's repr is bounded: JSON parsers refuse > 4300 digits
+    else:
+        raise ProtocolError(f"field {name!r} is {kind.__name__}, not a decimal")
+    if len(text) > MAX_CHARS or not text.isascii() or not _NUMERAL.issuperset(text):
+        raise ProtocolError(f"field {name!r} is not a plain decimal: {text[:40]!r}")
     try:
-        if kind is str:
-            result = Decimal(value)
-        elif kind is float or kind is int:
-            result = Decimal(repr(value))
-        else:
-            raise ProtocolError(f"field {name!r} is {kind.__name__}, not a decimal")
+        result = Decimal(text)
     except InvalidOperation:
-        raise ProtocolError(f"field {name!r} is not a decimal: {str(value)[:40]!r}") from None
-    if not result.is_finite():
-        raise ProtocolError(f"field {name!r} is not finite: {value!r}")
+        raise ProtocolError(f"field {name!r} is not a decimal: {text[:40]!r}") from None
+    if not result.is_finite() or not (result.is_zero() or -MAX_EXPONENT <= result.adjusted() <= MAX_EXPONENT):
+        raise ProtocolError(f"field {name!r} is out of range: {text[:40]!r}")
     return result
 
 
 def as_opt_dec(value: Any, name: str) -> Decimal | None:
     return None if value is None else as_dec(value, name)
+
+
+def as_price(value: Any, name: str) -> Decimal:
+    """A price: a bounded decimal (see :func:`as_dec`) greater than zero."""
+    result = as_dec(value, name)
+    if result <= 0:
+        raise ProtocolError(f"field {name!r} is not a price (not > 0): {str(value)[:40]!r}")
+    return result
+
+
+def as_opt_price(value: Any, name: str) -> Decimal | None:
+    return None if value is None else as_price(value, name)
 
 
 def as_ts(value: Any, name: str) -> datetime:
@@ -70,11 +98,12 @@ def as_ts(value: Any, name: str) -> datetime:
         raise ProtocolError(f"field {name!r} is {type(value).__name__}, not a timestamp")
     try:
         moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise ProtocolError(f"field {name!r} is not an ISO-8601 timestamp: {value[:40]!r}") from None
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+        if moment.tzinfo is None:
+            return moment.replace(tzinfo=UTC)
+        # An offset can carry a valid local time past year 9999 in UTC.
+        return moment.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise ProtocolError(f"field {name!r} is not a valid ISO-8601 timestamp: {value[:40]!r}") from None
 
 
 def as_opt_ts(value: Any, name: str) -> datetime | None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -25,7 +24,18 @@ import attrs
 from ..errors import ProtocolError
 from ..models import Candle, Order, OrderSide, OrderStatus, Portfolio, Ticker
 from . import ErrorMessage, Ping, Subscribed, Unsubscribed, Verdict, parse_json
-from ._wire import as_bool, as_dec, as_dict, as_opt_dec, as_opt_str, as_opt_ts, as_str, websocket_endpoint
+from ._wire import (
+    as_bool,
+    as_dec,
+    as_dict,
+    as_opt_dec,
+    as_opt_price,
+    as_opt_str,
+    as_opt_ts,
+    as_price,
+    as_str,
+    websocket_endpoint,
+)
 
 __all__ = [
     "INTERVALS",
@@ -158,7 +168,7 @@ def _symbol(msg: dict[str, Any], data: dict[str, Any]) -> str:
 def _ticker(msg: dict[str, Any], data: dict[str, Any], now: float) -> Ticker:
     return Ticker(
         _symbol(msg, data),
-        as_dec(data.get("price"), "price"),
+        as_price(data.get("price"), "price"),
         as_opt_dec(data.get("quantity"), "quantity"),
         as_opt_ts(data.get("timestamp"), "timestamp"),
         as_bool(data.get("is_buyer_maker"), "is_buyer_maker"),
@@ -172,10 +182,10 @@ def _candle(msg: dict[str, Any], data: dict[str, Any], now: float) -> Candle:
         _symbol(msg, data),
         as_str(interval, "interval"),
         as_opt_ts(data.get("time", data.get("open_time")), "time"),
-        as_dec(data.get("open"), "open"),
-        as_dec(data.get("high"), "high"),
-        as_dec(data.get("low"), "low"),
-        as_dec(data.get("close"), "close"),
+        as_price(data.get("open"), "open"),
+        as_price(data.get("high"), "high"),
+        as_price(data.get("low"), "low"),
+        as_price(data.get("close"), "close"),
         as_opt_dec(data.get("volume"), "volume"),
         as_bool(data.get("is_closed"), "is_closed"),
         now,
@@ -207,13 +217,13 @@ def _order(msg: dict[str, Any], data: dict[str, Any], now: float) -> Order:
         _enum(OrderSide, data.get("side"), "side"),
         as_opt_str(data.get("type"), "type"),
         as_opt_dec(data.get("quantity"), "quantity"),
-        as_opt_dec(data.get("executed_price"), "executed_price"),
+        as_opt_price(data.get("executed_price"), "executed_price"),
         as_opt_dec(data.get("executed_quantity"), "executed_quantity"),
         as_opt_dec(data.get("fee"), "fee"),
         as_opt_ts(data.get("filled_at"), "filled_at"),
         as_opt_ts(data.get("cancelled_at"), "cancelled_at"),
         as_opt_str(data.get("rejected_reason"), "rejected_reason"),
-        as_opt_dec(data.get("price"), "price"),
+        as_opt_price(data.get("price"), "price"),
         now,
     )
 
@@ -281,13 +291,13 @@ def decode(text: str, now: float) -> Event | None:
             maker = data.get("is_buyer_maker")
             if type(price) is str and type(quantity) is str and type(stamp) is str and stamp[-1:] == "Z":
                 try:
-                    p = Decimal(price)
-                    q = Decimal(quantity)
+                    p = as_price(price, "price")
+                    q = as_dec(quantity, "quantity")
                     moment = datetime.fromisoformat(stamp)
-                except (InvalidOperation, ValueError):
-                    pass
+                except (ProtocolError, ValueError, OverflowError):
+                    pass  # the general path below says what is wrong
                 else:
-                    if p.is_finite() and q.is_finite() and (maker is None or type(maker) is bool):
+                    if maker is None or type(maker) is bool:
                         return _new(Ticker, (symbol.upper(), p, q, moment, maker, now))
     try:
         if "type" in msg:

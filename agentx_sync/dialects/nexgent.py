@@ -23,8 +23,19 @@ import attrs
 
 from ..errors import ProtocolError
 from ..models import DERIVED, PositionEventType, PriceBatch, PriceUpdate
+from ..numbers import CONTEXT
 from . import ErrorMessage, Ping, Pong, Subscribed, Verdict, loads
-from ._wire import as_bool, as_dec, as_dict, as_opt_dec, as_opt_str, as_opt_ts, as_str, websocket_endpoint
+from ._wire import (
+    as_bool,
+    as_dict,
+    as_opt_dec,
+    as_opt_price,
+    as_opt_str,
+    as_opt_ts,
+    as_price,
+    as_str,
+    websocket_endpoint,
+)
 
 __all__ = [
     "AgentConnected",
@@ -168,18 +179,23 @@ class Terms(NamedTuple):
 
 
 def terms(fields: dict[str, Any]) -> Terms:
-    """The price-independent part of the server's P/L formulas for a position."""
+    """The price-independent part of the server's P/L formulas for a position.
+
+    Computed with the library's :data:`~agentx_sync.numbers.CONTEXT`, never the
+    calling thread's decimal context.
+    """
+    mul = CONTEXT.multiply
     purchase_price = fields.get("purchase_price") or _ZERO
     purchase_amount = fields.get("purchase_amount") or _ZERO
     remaining = fields.get("remaining_amount")
     holding = remaining if remaining is not None else purchase_amount
-    cost = purchase_price * purchase_amount
+    cost = mul(purchase_price, purchase_amount)
     return Terms(
         holding,
-        (fields.get("realized_profit_sol") or _ZERO) - purchase_price * holding,
-        cost.scaleb(-2) if cost else None,
+        CONTEXT.subtract(fields.get("realized_profit_sol") or _ZERO, mul(purchase_price, holding)),
+        cost.scaleb(-2, CONTEXT) if cost else None,
         purchase_price,
-        purchase_price.scaleb(-2) if purchase_price else None,
+        purchase_price.scaleb(-2, CONTEXT) if purchase_price else None,
         fields.get("purchase_price_usd"),
     )
 
@@ -194,13 +210,14 @@ def valuation(t: Terms, price: Decimal, price_usd: Decimal | None) -> tuple[Any,
     ``priceChangePercent = (currentPrice - purchasePrice) / purchasePrice * 100`` (0 for no price).
     Dividing by ``x / 100`` (an exact shift) is the same as ``/ x * 100`` with one rounding.
     ``positionValueUsd`` and ``profitLossUsd`` are left ``DERIVED``: the record
-    computes them from its other fields when read.
+    computes them from its other fields when read. All arithmetic uses the
+    library's own decimal context.
     Order: current_price, current_price_usd, purchase_price_usd,
     position_value_usd, position_value_sol, profit_loss_usd, profit_loss_sol,
     profit_loss_percent, price_change_percent.
     """
-    value = price * t.holding
-    pnl = value + t.offset
+    value = CONTEXT.multiply(price, t.holding)
+    pnl = CONTEXT.add(value, t.offset)
     derived = None if price_usd is None else DERIVED
     return (
         price,
@@ -210,8 +227,10 @@ def valuation(t: Terms, price: Decimal, price_usd: Decimal | None) -> tuple[Any,
         value,
         derived,
         pnl,
-        _ZERO if t.cost_centi is None else pnl / t.cost_centi,
-        _ZERO if t.price_centi is None else (price - t.purchase_price) / t.price_centi,
+        _ZERO if t.cost_centi is None else CONTEXT.divide(pnl, t.cost_centi),
+        _ZERO
+        if t.price_centi is None
+        else CONTEXT.divide(CONTEXT.subtract(price, t.purchase_price), t.price_centi),
     )
 
 
@@ -264,8 +283,8 @@ def _prices(msg: dict[str, Any]) -> Event:
         out.append(
             PriceUpdate(
                 as_str(update.get("tokenAddress"), "tokenAddress").lower(),
-                as_dec(update.get("price"), "price"),
-                as_opt_dec(update.get("priceUsd"), "priceUsd"),
+                as_price(update.get("price"), "price"),
+                as_opt_price(update.get("priceUsd"), "priceUsd"),
             )
         )
     return PriceBatch(tuple(out), as_opt_ts(data.get("timestamp"), "timestamp"))
