@@ -25,6 +25,7 @@ from typing import Any
 from .client import AgentExchangeWS, BaseClient, NexgentWS
 from .errors import AgentXError, AuthenticationError
 from .models import ConnectionState
+from .numbers import display
 
 __all__ = ["main"]
 
@@ -44,7 +45,10 @@ class CliError(Exception):
 
 
 def _num(value: Decimal | None, digits: str = "f") -> str:
-    return "-" if value is None else format(value, digits)
+    """A number for the board, bounded in length whatever the cache holds."""
+    if value is None:
+        return "-"
+    return display(value, int(digits[1:-1]) if digits.startswith(".") else None)
 
 
 def board(ws: BaseClient, symbols: Sequence[str]) -> tuple[str, list[str], list[list[str]], list[str]]:

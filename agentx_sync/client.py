@@ -66,6 +66,7 @@ from .models import (
     PriceBatch,
     Ticker,
 )
+from .numbers import display
 from .state import State
 
 __all__ = ["AgentExchangeWS", "BaseClient", "NexgentWS", "ReplacedClientWarning"]
@@ -733,7 +734,7 @@ class AgentExchangeWS(BaseClient):
             return "<p>No prices yet.</p>"
         now = time.monotonic()
         rows = "".join(
-            f"<tr><td>{html.escape(t.symbol)}</td><td style='text-align:right'>{t.price:f}</td>"
+            f"<tr><td>{html.escape(t.symbol)}</td><td style='text-align:right'>{display(t.price)}</td>"
             f"<td style='text-align:right'>{now - t.received_at:.1f} s</td></tr>"
             for t in tickers[:limit]
         )
@@ -956,14 +957,14 @@ class NexgentWS(BaseClient):
         if not positions:
             return "<p>No positions.</p>"
 
-        def cell(value: Any, digits: str = "") -> str:
-            return "-" if value is None else html.escape(format(value, digits))
+        def cell(value: Any, places: int | None = None) -> str:
+            return "-" if value is None else html.escape(display(value, places))
 
         rows = "".join(
             f"<tr><td>{cell(p.token_symbol or p.token_address)}</td>"
-            f"<td style='text-align:right'>{cell(p.holding, 'f')}</td>"
-            f"<td style='text-align:right'>{cell(p.current_price, 'f')}</td>"
-            f"<td style='text-align:right'>{cell(p.profit_loss_percent, '.2f')}</td></tr>"
+            f"<td style='text-align:right'>{cell(p.holding)}</td>"
+            f"<td style='text-align:right'>{cell(p.current_price)}</td>"
+            f"<td style='text-align:right'>{cell(p.profit_loss_percent, 2)}</td></tr>"
             for p in positions
         )
         stale = "<p>(kept from a lost connection)</p>" if self.positions_stale else ""
@@ -1038,6 +1039,12 @@ class NexgentWS(BaseClient):
         self._refreshed = False
         super().link_opened(conn)
 
+    def link_lost(self, error: AgentXError, retry_in: float | None) -> None:
+        # An attempt that failed otherwise than by a 401 ends a run of refusals:
+        # the next 401 (an expired token after a long outage) asks the provider again.
+        self._refreshed = False
+        super().link_lost(error, retry_in)
+
     def _on_lost(self) -> None:
         with self._state.cond:
             self._book.disconnected()
@@ -1075,7 +1082,10 @@ class NexgentWS(BaseClient):
                 elif kind is ErrorMessage:
                     error = server_error(event.message)
                     if event.message.startswith(INITIAL_DATA_FAILED) and not book.loaded:
-                        book.error = error
+                        # No initial_data will come on this connection: what was
+                        # held back is applied now, later changes as they come.
+                        jobs.extend((("position_update",), e) for e in book.failed(error))
+                        jobs.append(positions())
                     errors.append(error)
 
         self._state.mutate(apply)
@@ -1115,6 +1125,7 @@ class NexgentWS(BaseClient):
             )
             return Verdict.FATAL
         if self._refreshed:
+            # The token the provider has just handed over was refused at once: give up.
             self._fail(
                 AuthenticationError(f"{error}, a freshly provided token too", status=401),
                 ConnectionState.FAILED,

@@ -36,7 +36,7 @@ from .models import (
 )
 from .numbers import CONTEXT
 
-__all__ = ["PositionBook", "State"]
+__all__ = ["MAX_EARLY", "PositionBook", "State"]
 
 _ZERO = Decimal(0)
 
@@ -229,6 +229,10 @@ class State:
                     del self._watched[order_id]
 
 
+#: Positions whose early changes (before initial_data) are held at most; the oldest go first.
+MAX_EARLY = 10_000
+
+
 class PositionBook:
     """Nexgent positions and token prices. Pure; the State's lock guards it.
 
@@ -246,31 +250,58 @@ class PositionBook:
         self.loaded = False  # initial_data seen on the current connection
         self.stale = False  # kept from a connection that was lost
         self.error: Exception | None = None  # the server could not load positions
-        self._early: list[PositionChange] = []
+        #: Position changes that came before initial_data, merged per position id.
+        self._early: dict[str, PositionChange] = {}
+        self.early_dropped = 0
         # Per token (lower-case), per position: its non-price values (record
         # order) and its valuation terms; what a price batch needs, at hand.
         self._plans: dict[str, dict[str, tuple[tuple[Any, ...], Terms]]] = {}
 
     def initial(self, positions: Iterable[dict[str, Any]]) -> list[PositionEvent]:
-        """Replace every position; then replay updates that came before it."""
+        """Replace every position; then replay updates that came before it.
+
+        A position that ``initial_data`` sends without price fields (or whose
+        P/L fields are missing) is valued with the token's latest known price.
+        """
+        positions = list(positions)
         self.fields, self.records, self._plans = {}, {}, {}
         for f in positions:
             price = f.get("current_price")
-            if price is not None:
+            if price is not None and price > 0:
                 self.prices[f["token_address"].lower()] = (price, f.get("current_price_usd"))
-            # The server computed these values itself: take them as they are.
+        for f in positions:
             self._index(dict(f))
-            self.records[f["id"]] = _position(f)
+            if f.get("current_price") is not None and f.get("profit_loss_sol") is not None:
+                # The server computed these values itself: take them as they are.
+                self.records[f["id"]] = _position(f)
+            else:
+                self.records[f["id"]] = self._build(f["id"])
         self.loaded, self.stale, self.error = True, False, None
-        early, self._early = self._early, []
-        return [event for change in early if (event := self.change(change)) is not None]
+        return self._replay()
+
+    def failed(self, error: Exception) -> list[PositionEvent]:
+        """The server could not load this connection's initial data (and will send none).
+
+        Waiters get ``error``; the position events held back are applied now,
+        and later ones as they come, onto the positions already known.
+        """
+        self.error = error
+        return self._replay()
+
+    def _replay(self) -> list[PositionEvent]:
+        early, self._early = self._early, {}
+        return [event for change in early.values() if (event := self.change(change)) is not None]
 
     def change(self, change: PositionChange) -> PositionEvent | None:
-        """Apply a created/updated/closed event (held back until initial data)."""
-        if not self.loaded:
-            self._early.append(change)
-            return None
+        """Apply a created/updated/closed event.
+
+        Before ``initial_data`` (and unless loading it failed) changes are held
+        back, merged per position, at most ``MAX_EARLY`` positions' worth.
+        """
         pid = change.position_id
+        if not self.loaded and self.error is None:
+            self._hold(change)
+            return None
         if change.type is PositionEventType.CLOSED:
             self._forget(pid)
             return PositionEvent(change.type, pid, self.records.pop(pid, None))
@@ -281,6 +312,22 @@ class PositionBook:
         self._index(merged)
         self.records[pid] = self._build(pid)
         return PositionEvent(change.type, pid, self.records[pid])
+
+    def _hold(self, change: PositionChange) -> None:
+        pid = change.position_id
+        held = self._early.pop(pid, None)
+        if (
+            held is not None
+            and change.type is not PositionEventType.CLOSED
+            and held.type is not PositionEventType.CLOSED
+        ):
+            fields = {**(held.fields or {}), **(change.fields or {})}
+            kind = held.type if held.type is PositionEventType.CREATED else change.type
+            change = PositionChange(kind, pid, fields)
+        self._early[pid] = change
+        if len(self._early) > MAX_EARLY:
+            del self._early[next(iter(self._early))]
+            self.early_dropped += 1
 
     def price_batch(self, batch: PriceBatch) -> None:
         """Apply every price of a batch and revalue the positions of those tokens.
@@ -297,8 +344,8 @@ class PositionBook:
         mul, add, sub, div = CONTEXT.multiply, CONTEXT.add, CONTEXT.subtract, CONTEXT.divide
         for update in batch.updates:
             price, usd = quote = (update.price, update.price_usd)
-            if prices.get(update.token_address) == quote:
-                continue  # unchanged since the last batch: so are its positions
+            # Revalued even when the quote is unchanged: a position may have
+            # come (without price fields) since that quote was first seen.
             prices[update.token_address] = quote
             derived = None if usd is None else DERIVED
             for pid, (base, (holding, offset, cost_centi, purchase, price_centi, purchase_usd)) in plans.get(
@@ -341,6 +388,7 @@ class PositionBook:
     def disconnected(self) -> None:
         self.loaded = False
         self.stale = bool(self.records)
+        self.error = None
         self._early.clear()
 
     def clear(self) -> None:

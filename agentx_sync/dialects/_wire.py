@@ -5,15 +5,17 @@ Each raises :class:`ProtocolError` naming the field, never anything else.
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any, NamedTuple
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from ..errors import ProtocolError
 from ..numbers import MAX_CHARS, MAX_EXPONENT
 
 __all__ = [
+    "Endpoint",
     "as_bool",
     "as_dec",
     "as_dict",
@@ -24,26 +26,68 @@ __all__ = [
     "as_price",
     "as_str",
     "as_ts",
+    "basic_auth",
+    "userinfo_secrets",
     "websocket_endpoint",
 ]
 
 _SCHEMES = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
 
 
-def websocket_endpoint(url: str, path: str, name: str) -> str:
+class Endpoint(NamedTuple):
+    """A WebSocket endpoint, split so that credentials in it never leak."""
+
+    url: str  #: ``ws(s)://host[:port]/path``, without userinfo
+    safe: str  #: the same, for logs and reprs (userinfo, if any, shown as ``***@``)
+    userinfo: str | None  #: ``user:password`` from the URL: a secret, sent as HTTP Basic auth
+
+
+def websocket_endpoint(url: str, path: str, name: str) -> Endpoint:
     """``url`` as ``ws(s)://host[/prefix]{path}``: http(s) mapped to ws(s), no query.
 
     Raises:
-        ValueError: ``url`` is not an http(s) or ws(s) URL (``name`` says which argument).
+        ValueError: ``url`` is not an http(s) or ws(s) URL, or its host or port
+            is malformed (``name`` says which argument). The message never
+            repeats a password.
     """
     parts = urlsplit(url.strip())
     scheme = _SCHEMES.get(parts.scheme.lower())
-    if scheme is None or not parts.netloc:
-        raise ValueError(f"{name} must be a ws://, wss://, http:// or https:// URL, not {url!r}")
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    shown = f"{parts.scheme}://{'***@' if userinfo else ''}{hostport}{parts.path}"
+    if scheme is None or not hostport:
+        raise ValueError(f"{name} must be a ws://, wss://, http:// or https:// URL, not {shown!r}")
+    host = parts.hostname or ""
+    if not host or (":" in host and not hostport.startswith("[")):
+        raise ValueError(
+            f"{name} has no valid host: {shown!r} (write an IPv6 address in brackets: ws://[::1]:8000)"
+        )
+    try:
+        parts.port  # noqa: B018 - the check is the point: urlsplit validates lazily
+    except ValueError:
+        raise ValueError(f"{name} has an invalid port (0-65535 expected): {shown!r}") from None
     prefix = parts.path.rstrip("/")
     if not prefix.endswith(path):
         prefix += path
-    return urlunsplit((scheme, parts.netloc, prefix, "", ""))
+    return Endpoint(
+        urlunsplit((scheme, hostport, prefix, "", "")),
+        urlunsplit((scheme, f"***@{hostport}" if userinfo else hostport, prefix, "", "")),
+        unquote(userinfo) if userinfo else None,
+    )
+
+
+def basic_auth(endpoint: Endpoint) -> list[str]:
+    """The ``Authorization`` header for a URL's userinfo, or none."""
+    if endpoint.userinfo is None:
+        return []
+    return [f"Authorization: Basic {base64.b64encode(endpoint.userinfo.encode()).decode()}"]
+
+
+def userinfo_secrets(endpoint: Endpoint) -> tuple[str, ...]:
+    info = endpoint.userinfo
+    if info is None:
+        return ()
+    _user, _, password = info.partition(":")
+    return tuple(s for s in (info, password, quote(password, safe="")) if s)
 
 
 _NUMERAL = frozenset("0123456789.eE+-")

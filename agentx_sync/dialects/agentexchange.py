@@ -25,6 +25,7 @@ from ..errors import ProtocolError
 from ..models import Candle, Order, OrderSide, OrderStatus, Portfolio, Ticker
 from . import ErrorMessage, Ping, Subscribed, Unsubscribed, Verdict, parse_json
 from ._wire import (
+    Endpoint,
     as_bool,
     as_dec,
     as_dict,
@@ -34,6 +35,8 @@ from ._wire import (
     as_opt_ts,
     as_price,
     as_str,
+    basic_auth,
+    userinfo_secrets,
     websocket_endpoint,
 )
 
@@ -136,7 +139,9 @@ class Interest:
         candles = [Subscription("candles", s, i) for s, i in sorted(self.candles)]
         tickers = [Subscription("ticker", s) for s in sorted(self.tickers)]
         extras = [s for s, wanted in ((ORDERS, self.orders), (PORTFOLIO, self.portfolio)) if wanted]
-        via_all = self.all_tickers or len(candles) + len(tickers) > limit
+        # ticker_all (every pair on the exchange) only when it is asked for, or
+        # when it saves slots: two or more tickers that do not fit beside the candles.
+        via_all = self.all_tickers or (len(tickers) > 1 and len(candles) + len(tickers) > limit)
         if via_all:
             tickers = [TICKER_ALL]
         wanted = tickers + candles
@@ -147,10 +152,10 @@ class Interest:
 
 def build_url(base_url: str, api_key: str) -> str:
     """``{base_url}/ws/v1?api_key=...``, mapping http(s) to ws(s)."""
-    return f"{_endpoint(base_url)}?api_key={quote(api_key, safe='')}"
+    return f"{_endpoint(base_url).url}?api_key={quote(api_key, safe='')}"
 
 
-def _endpoint(base_url: str) -> str:
+def _endpoint(base_url: str) -> Endpoint:
     return websocket_endpoint(base_url, "/ws/v1", "base_url")
 
 
@@ -325,7 +330,8 @@ class AgentExchangeDialect:
     def __init__(self, base_url: str, api_key: str) -> None:
         if not isinstance(api_key, str) or not api_key:
             raise ValueError("api_key must be a non-empty string")
-        self._endpoint = _endpoint(base_url)
+        self._where = _endpoint(base_url)
+        self._endpoint = self._where.url
         self._api_key = api_key
 
     @property
@@ -336,11 +342,17 @@ class AgentExchangeDialect:
     @property
     def safe_url(self) -> str:
         """The URL with the api key masked."""
-        return f"{self._endpoint}?api_key=***"
+        return f"{self._where.safe}?api_key=***"
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        return (self._api_key, quote(self._api_key, safe=""))
+        """Every secret this dialect holds (the key or token, and a URL's userinfo)."""
+        return (self._api_key, quote(self._api_key, safe=""), *userinfo_secrets(self._where))
+
+    @property
+    def headers(self) -> list[str]:
+        """Extra HTTP headers of the upgrade: Basic auth from a URL's ``user:password@``."""
+        return basic_auth(self._where)
 
     decode = staticmethod(decode)
 

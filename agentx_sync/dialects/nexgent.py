@@ -26,6 +26,7 @@ from ..models import DERIVED, PositionEventType, PriceBatch, PriceUpdate
 from ..numbers import CONTEXT
 from . import ErrorMessage, Ping, Pong, Subscribed, Verdict, loads
 from ._wire import (
+    Endpoint,
     as_bool,
     as_dict,
     as_opt_dec,
@@ -34,6 +35,8 @@ from ._wire import (
     as_opt_ts,
     as_price,
     as_str,
+    basic_auth,
+    userinfo_secrets,
     websocket_endpoint,
 )
 
@@ -327,10 +330,10 @@ def decode(text: str, now: float) -> Event | None:
 
 
 def build_url(api_url: str, token: str, agent_id: str) -> str:
-    return f"{_endpoint(api_url)}?token={quote(token, safe='')}&agentId={quote(agent_id, safe='')}"
+    return f"{_endpoint(api_url).url}?token={quote(token, safe='')}&agentId={quote(agent_id, safe='')}"
 
 
-def _endpoint(api_url: str) -> str:
+def _endpoint(api_url: str) -> Endpoint:
     return websocket_endpoint(api_url, "/ws", "api_url")
 
 
@@ -349,7 +352,8 @@ class NexgentDialect:
             raise ValueError("token must be a non-empty string")
         if not isinstance(agent_id, str) or not agent_id:
             raise ValueError("agent_id must be a non-empty string")
-        self._endpoint = _endpoint(api_url)
+        self._where = _endpoint(api_url)
+        self._endpoint = self._where.url
         self.token = token
         self.agent_id = agent_id
 
@@ -360,11 +364,17 @@ class NexgentDialect:
 
     @property
     def safe_url(self) -> str:
-        return f"{self._endpoint}?token=***&agentId={quote(self.agent_id, safe='')}"
+        return f"{self._where.safe}?token=***&agentId={quote(self.agent_id, safe='')}"
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        return (self.token, quote(self.token, safe=""))
+        """Every secret this dialect holds (the key or token, and a URL's userinfo)."""
+        return (self.token, quote(self.token, safe=""), *userinfo_secrets(self._where))
+
+    @property
+    def headers(self) -> list[str]:
+        """Extra HTTP headers of the upgrade: Basic auth from a URL's ``user:password@``."""
+        return basic_auth(self._where)
 
     decode = staticmethod(decode)
 

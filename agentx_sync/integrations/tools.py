@@ -18,6 +18,7 @@ import attrs
 from ..client import AgentExchangeWS, BaseClient, NexgentWS
 from ..errors import AgentXError
 from ..models import ConnectionState
+from ..numbers import display
 
 __all__ = ["ToolSpec", "agentexchange_tools", "nexgent_tools", "tools_for"]
 
@@ -53,7 +54,7 @@ def _link(ws: BaseClient) -> str:
 
 
 def _number(value: Decimal | None) -> str:
-    return "n/a" if value is None else f"{value:f}"
+    return display(value)  # bounded, whatever the cache holds
 
 
 def agentexchange_tools(ws: AgentExchangeWS, *, wait: float = 3.0) -> list[ToolSpec]:
@@ -71,7 +72,7 @@ def agentexchange_tools(ws: AgentExchangeWS, *, wait: float = 3.0) -> list[ToolS
             return f"No price for {symbol} yet: none arrived within {wait:g} s. Is the symbol listed?"
         except AgentXError as exc:
             return f"No price for {symbol}: {exc}"
-        return f"{symbol}: {price:f} ({_age(ws.price_age(symbol))}){_link(ws)}"
+        return f"{symbol}: {display(price)} ({_age(ws.price_age(symbol))}){_link(ws)}"
 
     def get_orders(order_id: str = "") -> str:
         if order_id:
@@ -141,7 +142,7 @@ def nexgent_tools(ws: NexgentWS, *, wait: float = 3.0) -> list[ToolSpec]:
         stale = " (kept from a lost connection)" if ws.positions_stale else ""
         lines = []
         for p in positions:
-            pnl = "P/L n/a" if p.profit_loss_percent is None else f"P/L {p.profit_loss_percent:.2f}%"
+            pnl = "P/L n/a" if p.profit_loss_percent is None else f"P/L {display(p.profit_loss_percent, 2)}%"
             lines.append(
                 f"{p.token_symbol or p.token_address}: holding {_number(p.holding)}, bought at "
                 f"{_number(p.purchase_price)} SOL, now {_number(p.current_price)} SOL, {pnl} "
@@ -154,7 +155,8 @@ def nexgent_tools(ws: NexgentWS, *, wait: float = 3.0) -> list[ToolSpec]:
         if price is None:
             return f"No price for {token_address} yet: prices come only for tokens the agent holds."
         usd = ws.get_cached_price_usd(token_address)
-        return f"{token_address}: {price:f} SOL" + (f" ({usd:f} USD)" if usd is not None else "") + _link(ws)
+        usd_text = f" ({display(usd)} USD)" if usd is not None else ""
+        return f"{token_address[:64]}: {display(price)} SOL{usd_text}{_link(ws)}"
 
     return [
         ToolSpec(

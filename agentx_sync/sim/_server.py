@@ -148,7 +148,8 @@ class SimBase:
 
     @property
     def url(self) -> str:
-        return f"{'wss' if self.ssl_context else 'ws'}://{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 literal needs brackets
+        return f"{'wss' if self.ssl_context else 'ws'}://{host}:{self.port}"
 
     def call(self, coro: Coroutine[Any, Any, T], timeout: float = 5.0) -> T:
         """Run a coroutine on the simulator's loop from another thread."""
