@@ -64,7 +64,7 @@ def board(ws: BaseClient, symbols: Sequence[str]) -> tuple[str, list[str], list[
         columns = ["token", "holding", "bought (SOL)", "price (SOL)", "value (SOL)", "P/L (SOL)", "P/L %"]
         rows = [
             [
-                p.token_symbol or p.token_address[:10],
+                (p.token_symbol or p.token_address)[:12],
                 _num(p.holding),
                 _num(p.purchase_price),
                 _num(p.current_price),

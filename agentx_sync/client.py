@@ -958,7 +958,9 @@ class NexgentWS(BaseClient):
             return "<p>No positions.</p>"
 
         def cell(value: Any, places: int | None = None) -> str:
-            return "-" if value is None else html.escape(display(value, places))
+            if value is None:
+                return "-"
+            return html.escape(display(value, places) if isinstance(value, Decimal) else str(value)[:48])
 
         rows = "".join(
             f"<tr><td>{cell(p.token_symbol or p.token_address)}</td>"

@@ -16,7 +16,7 @@ from agentx_sync import AgentExchangeWS, ConnectionState, NexgentWS
 from agentx_sync.client import ReplacedClientWarning
 from agentx_sync.sim import NexgentSimulator, Simulator
 
-from .conftest import EXAMPLES, eventually, run_example
+from .conftest import EXAMPLES, FAST, eventually, run_example
 
 Make = Callable[..., AgentExchangeWS]
 
@@ -100,11 +100,12 @@ def test_tools_say_when_the_connection_is_down(sim: Simulator, client: Make) -> 
     assert "may be stale" in get_price(symbol="BTCUSDT")
 
 
-def test_rerunning_a_cell_replaces_the_running_client(sim: Simulator) -> None:
-    first = AgentExchangeWS(api_key="ak_test", base_url=sim.url).start()
+def test_replace_running_closes_the_previous_client_for_the_same_key(sim: Simulator) -> None:
+    first = AgentExchangeWS(api_key="ak_test", base_url=sim.url, replace_running=True).start()
     first.wait_connected(5)
     with warnings.catch_warnings(record=True) as caught:
-        second = AgentExchangeWS(api_key="ak_test", base_url=sim.url).start()
+        warnings.simplefilter("always")
+        second = AgentExchangeWS(api_key="ak_test", base_url=sim.url, replace_running=True).start()
     try:
         assert first.state is ConnectionState.CLOSED
         assert any(issubclass(w.category, ReplacedClientWarning) for w in caught)
@@ -117,6 +118,52 @@ def test_rerunning_a_cell_replaces_the_running_client(sim: Simulator) -> None:
         assert other_key.close(2)
     finally:
         assert second.close(2) and first.close(2)
+
+
+def test_two_clients_for_one_key_in_a_plain_script_both_keep_running(sim: Simulator) -> None:
+    # Regression: replace_running was on by default everywhere, so two CrewAI
+    # tools (or two threads) with the same key closed each other.
+    first = AgentExchangeWS(api_key="ak_test", base_url=sim.url, backoff=FAST)
+    second = AgentExchangeWS(api_key="ak_test", base_url=sim.url, backoff=FAST)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no ReplacedClientWarning either
+            first.start().wait_connected(5)
+            second.start().wait_connected(5)
+        assert first.wait_for_price("BTCUSDT", 5) > 0 and second.wait_for_price("BTCUSDT", 5) > 0
+        assert first.connected and second.connected
+    finally:
+        assert first.close(2) and second.close(2)
+
+
+def test_importing_the_library_leaves_the_warning_filters_alone() -> None:
+    code = (
+        "import warnings; before = list(warnings.filters); import agentx_sync, agentx_sync.client; "
+        "assert warnings.filters == before, warnings.filters[:3]"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_inside_ipython_the_default_replaces_a_rerun_cell(sim: Simulator) -> None:
+    code = f"""
+import warnings
+from IPython.core.interactiveshell import InteractiveShell
+shell = InteractiveShell.instance()
+cell = "ws = AgentExchangeWS(api_key='ak_test', base_url={sim.url!r}).start(); ws.wait_connected(5)"
+shell.run_cell("from agentx_sync import AgentExchangeWS")
+shell.run_cell(cell)
+first = shell.user_ns["ws"]
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    shell.run_cell(cell)
+second = shell.user_ns["ws"]
+assert first is not second and first.state.value == "closed", first.state
+assert second.connected and any("closed the running" in str(w.message) for w in caught)
+assert second.close(2)
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "ok" in done.stdout, done.stderr
 
 
 def test_repr_and_html_show_state_prices_and_errors(sim: Simulator, client: Make) -> None:

@@ -62,3 +62,37 @@ def test_a_getter_waits_for_the_batch_being_applied_and_sees_all_of_it() -> None
     reader.join(2)
     a, b = got[0]
     assert a is not None and b is not None and a.price == b.price == Decimal(2)
+
+
+def test_an_older_trade_never_moves_the_cached_price_back() -> None:
+    # Regression: a replay or a duplicate after a reconnect overwrote a newer trade.
+    from datetime import UTC, datetime, timedelta
+
+    t0 = datetime(2026, 11, 21, 12, tzinfo=UTC)
+    s = State()
+    s.apply([Ticker("A", Decimal(2), None, t0 + timedelta(seconds=1))])
+    s.apply([Ticker("A", Decimal(1), None, t0)])  # older: ignored
+    assert s.tickers["A"].price == Decimal(2)
+    s.apply([Ticker("A", Decimal(3), None, t0 + timedelta(seconds=1))])  # same instant: a later trade
+    assert s.tickers["A"].price == Decimal(3)
+    s.apply([Ticker("A", Decimal(4), None, None)])  # no time: taken as it comes
+    assert s.tickers["A"].price == Decimal(4)
+
+
+def test_a_waiter_sees_its_order_update_among_hundreds_in_one_batch() -> None:
+    # Regression: the awaited update arrived in one read with 100+ others and had
+    # already left the last-100 window when the waiter looked.
+    s = State()
+    result: list[Order] = []
+
+    def wait() -> None:
+        result.append(s.wait_order("x", lambda o: o.status == OrderStatus.FILLED, 5, "order x"))
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    while not s._watched:
+        threading.Event().wait(0.001)
+    s.apply([Order("x", OrderStatus.FILLED)] + [Order(str(i), OrderStatus.PENDING) for i in range(150)])
+    thread.join(5)
+    assert result and result[0].order_id == "x" and result[0].status == OrderStatus.FILLED
+    assert s._watched == {}

@@ -144,7 +144,7 @@ def nexgent_tools(ws: NexgentWS, *, wait: float = 3.0) -> list[ToolSpec]:
         for p in positions:
             pnl = "P/L n/a" if p.profit_loss_percent is None else f"P/L {display(p.profit_loss_percent, 2)}%"
             lines.append(
-                f"{p.token_symbol or p.token_address}: holding {_number(p.holding)}, bought at "
+                f"{(p.token_symbol or p.token_address)[:48]}: holding {_number(p.holding)}, bought at "
                 f"{_number(p.purchase_price)} SOL, now {_number(p.current_price)} SOL, {pnl} "
                 f"({_number(p.profit_loss_sol)} SOL)"
             )

@@ -268,9 +268,26 @@ def test_plan_moves_to_ticker_all_beyond_ten() -> None:
 
 def test_plan_reports_candles_that_cannot_fit() -> None:
     candles = {(f"S{i}", "1m") for i in range(11)}
-    plan = Interest(candles=candles, tickers={"X"}).plan()
+    plan = Interest(candles=candles, tickers={"X", "Y"}).plan()
     assert len(plan.subscriptions) == 10 and plan.subscriptions[0].key == "ticker:all"
     assert len(plan.unserved) == 2
+
+
+def test_plan_with_one_ticker_never_widens_to_ticker_all() -> None:
+    # ticker_all would take the same slot as the one ticker and stream every pair.
+    candles = {(f"S{i}", "1m") for i in range(11)}
+    plan = Interest(candles=candles, tickers={"X"}).plan()
+    assert plan.subscriptions[0].key == "ticker:X" and not plan.via_ticker_all
+    assert len(plan.subscriptions) == 10 and len(plan.unserved) == 2
+
+
+def test_plan_for_candles_alone_subscribes_no_ticker() -> None:
+    # Regression: twelve candles and no ticker wanted gave ticker_all, spending a slot on it.
+    candles = {(f"S{i}", "1m") for i in range(12)}
+    plan = Interest(candles=candles).plan()
+    keys = [s.key for s in plan.subscriptions]
+    assert all(k.startswith("candles:") for k in keys) and not plan.via_ticker_all
+    assert len(keys) == 10 and [s.key for s in plan.unserved] == ["candles:S8:1m", "candles:S9:1m"]
 
 
 def test_subscription_messages() -> None:

@@ -36,6 +36,7 @@ RAW = {
     "dcaTransactionIds": [],
     "createdAt": "2026-11-21T12:00:00.000Z",
 }
+PRICE_KEYS = {"currentPrice", "currentPriceUsd", "profitLossSol", "profitLossPercent", "positionValueSol"}
 
 
 def test_url_maps_scheme_and_encodes_both_parameters() -> None:
@@ -361,14 +362,30 @@ def test_batch_and_single_revaluation_follow_the_protocol_formulas(
     assert event.position.position_value_usd == expected["positionValueUsd"]
 
 
-def test_unchanged_prices_leave_records_untouched() -> None:
+def test_a_repeated_price_values_positions_that_came_without_prices() -> None:
+    # Regression: initial_data without price fields left positions unvalued, and a
+    # later batch repeating a known price was skipped as "unchanged".
     book = PositionBook()
-    book.initial([parse_position(RAW)])
+    batch = PriceBatch((PriceUpdate("so1tokenabc", Decimal("0.0002"), Decimal("0.03")),), None)
+    book.price_batch(batch)  # before initial_data, as the server may send it
+    bare = {k: v for k, v in RAW.items() if k not in PRICE_KEYS}
+    book.initial([parse_position(bare)])
+    assert book.records["p1"].current_price == Decimal("0.0002")
+    assert book.records["p1"].profit_loss_sol is not None
+    book.price_batch(batch)
+    assert book.records["p1"].current_price == Decimal("0.0002")
+
+
+def test_initial_data_without_prices_is_valued_with_a_later_repeated_batch() -> None:
+    book = PositionBook()
+    bare = {k: v for k, v in RAW.items() if k not in PRICE_KEYS}
+    book.initial([parse_position(bare)])
+    assert book.records["p1"].current_price is None
     batch = PriceBatch((PriceUpdate("so1tokenabc", Decimal("0.0002"), None),), None)
     book.price_batch(batch)
-    first = book.records["p1"]
-    book.price_batch(batch)
-    assert book.records["p1"] is first
+    book.change(PositionChange(PositionEventType.CREATED, "p2", parse_position({**bare, "id": "p2"})))
+    book.price_batch(batch)  # the same quote again
+    assert all(p.current_price == Decimal("0.0002") for p in book.records.values())
 
 
 def test_a_position_is_an_immutable_record_equal_by_value_and_not_ordered() -> None:
@@ -383,3 +400,59 @@ def test_a_position_is_an_immutable_record_equal_by_value_and_not_ordered() -> N
         first < book.records["p2"]  # noqa: B015
     with pytest.raises(AttributeError):
         first.id = "p3"  # type: ignore[misc]
+
+
+def test_after_a_load_failure_events_are_applied_and_early_ones_bounded() -> None:
+    # Regression: after "Failed to load initial data" every later event was held
+    # back for the whole connection (no callback) and piled up in memory.
+    from agentx_sync.state import MAX_EARLY
+
+    book = PositionBook()
+    created = PositionChange(PositionEventType.CREATED, "p1", parse_position(RAW))
+    assert book.change(created) is None  # before initial_data: held back
+    for i in range(3):  # merged per position, not piled up
+        book.change(PositionChange(PositionEventType.UPDATED, "p1", {"id": "p1", "dca_count": i}))
+    assert len(book._early) == 1
+    replayed = book.failed(AgentXError("Failed to load initial data: x"))
+    assert [e.type for e in replayed] == [PositionEventType.CREATED]
+    assert book.records["p1"].dca_count == 2 and book.error is not None
+    later = book.change(PositionChange(PositionEventType.CREATED, "p2", parse_position({**RAW, "id": "p2"})))
+    assert later is not None and set(book.records) == {"p1", "p2"}
+    closed = book.change(PositionChange(PositionEventType.CLOSED, "p1", None))
+    assert closed is not None and set(book.records) == {"p2"}
+    fresh = PositionBook()
+    for i in range(MAX_EARLY + 50):
+        fresh.change(
+            PositionChange(PositionEventType.CREATED, f"x{i}", parse_position({**RAW, "id": f"x{i}"}))
+        )
+    assert len(fresh._early) == MAX_EARLY and fresh.early_dropped == 50
+
+
+def test_position_values_do_not_depend_on_the_threads_decimal_context() -> None:
+    # Regression: USD values were computed with the reading thread's context,
+    # so one immutable record had different values (and hashes) per thread,
+    # and ==, hash, repr and to_dict raised where a thread traps Inexact.
+    import decimal
+    import threading
+
+    book = PositionBook()
+    book.initial([parse_position(RAW)])
+    book.price_batch(PriceBatch((PriceUpdate("so1tokenabc", Decimal("0.000333"), Decimal("0.0497")),), None))
+    record = book.records["p1"]
+    here = (record.to_dict(), hash(record), repr(record))
+    seen: list[object] = []
+
+    def elsewhere() -> None:
+        with decimal.localcontext() as ctx:
+            ctx.prec, ctx.rounding = 3, decimal.ROUND_DOWN
+            ctx.traps[decimal.Inexact] = True
+            try:
+                seen.append((record.to_dict(), hash(record), repr(record)))
+                seen.append(record == record and record.profit_loss_usd)
+            except Exception as exc:  # pragma: no cover - the regression
+                seen.append(exc)
+
+    thread = threading.Thread(target=elsewhere)
+    thread.start()
+    thread.join()
+    assert seen[0] == here and seen[1] == record.profit_loss_usd
