@@ -10,6 +10,7 @@ text.
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
 from collections.abc import Iterator

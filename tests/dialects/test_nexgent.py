@@ -432,6 +432,7 @@ def test_position_values_do_not_depend_on_the_threads_decimal_context() -> None:
     # Regression: USD values were computed with the reading thread's context,
     # so one immutable record had different values (and hashes) per thread,
     # and ==, hash, repr and to_dict raised where a thread traps Inexact.
+    import copy
     import decimal
     import threading
 
@@ -448,7 +449,7 @@ def test_position_values_do_not_depend_on_the_threads_decimal_context() -> None:
             ctx.traps[decimal.Inexact] = True
             try:
                 seen.append((record.to_dict(), hash(record), repr(record)))
-                seen.append(record == record and record.profit_loss_usd)
+                seen.append(record == copy.copy(record) and record.profit_loss_usd)
             except Exception as exc:  # pragma: no cover - the regression
                 seen.append(exc)
 
