@@ -252,7 +252,7 @@ def test_no_nexgent_message_stops_the_client(nexgent: tuple[NexgentSimulator, Ne
         assert ws.state is ConnectionState.CONNECTED
         for p in ws.get_positions():
             assert isinstance(p, Position)
-            hash(p), repr(p), p.to_dict(), p == p
+            assert hash(p) == hash(copy.copy(p)) and repr(p) and p == copy.copy(p)
             for v in p.to_dict().values():
                 _bounded(v)
             if p.current_price is not None:
