@@ -332,3 +332,55 @@ def test_close_clears_positions(nsim: NexgentSimulator, agent: str, nclient: Mak
     assert ws.get_positions()
     assert ws.close(2)
     assert ws.get_positions() == [] and ws.get_cached_price(next(iter(nsim.prices))) is None
+
+
+def test_a_fresh_token_that_expired_during_a_long_outage_is_refreshed_again(
+    nsim: NexgentSimulator, agent: str, nclient: Make
+) -> None:
+    # Regression: the provider was asked once per connection: a token it handed
+    # over that expired before the server came back ended the client for good.
+    first = nsim.issue_token()
+    handed: list[str] = []
+
+    def provider() -> str:
+        token = nsim.issue_token()
+        handed.append(token)
+        if len(handed) == 1:
+            nsim.stop_listening()  # the outage starts before the fresh token is used
+        return token
+
+    ws = nclient(token=first, token_provider=provider)
+    ws.start().wait_for_positions(5)
+    nsim.expire_token(first)
+    nsim.drop_all(abrupt=True)
+    eventually(lambda: len(handed) == 1, what="the first refresh")
+    eventually(lambda: ws.health().reconnects == 0 and ws.state is ConnectionState.BACKOFF, what="the outage")
+    nsim.expire_token(handed[0])  # the outage outlived the fresh token
+    nsim.start_listening()
+    ws.wait_connected(10)
+    assert len(handed) == 2 and ws.state is ConnectionState.CONNECTED
+
+
+def test_after_failed_initial_data_position_events_are_applied_and_reported(
+    agent: str, nclient: Make
+) -> None:
+    # Regression: after "Failed to load initial data" every later position event
+    # was held back (no callback, not in get_positions) and piled up in memory.
+    with NexgentSimulator(price_interval=0, fail_initial_data=True) as sim:
+        sim.add_agent(agent)
+        early = sim.open_position(agent, symbol="EARLY", notify=False)
+        sim.early_updates.append({"eventType": "position_created", "position": early})
+        ws = nclient(api_url=sim.url, token=sim.issue_token())
+        events: list[PositionEvent] = []
+        ws.on_position_update()(events.append)
+        with pytest.raises(ServerError, match="Failed to load initial data"):
+            ws.start().wait_for_positions(timeout=5)
+        eventually(
+            lambda: [p.id for p in ws.get_positions()] == [early["id"]], what="the early event applied"
+        )
+        later = sim.open_position(agent, symbol="LATER")
+        eventually(lambda: len(ws.get_positions()) == 2, what="the later event applied")
+        eventually(lambda: {e.position_id for e in events} == {early["id"], later["id"]})
+        sim.close_position(agent, later["id"])
+        eventually(lambda: [p.id for p in ws.get_positions()] == [early["id"]])
+        assert ws.close(2)

@@ -32,6 +32,18 @@ AGENTEXCHANGE_ABUSE: list[tuple[str | bytes, bool | None, str]] = [
     ),
     ('{"channel":"orders","data":{"status":"filled"}}', None, "an order without id"),
     ('{"channel":"portfolio","data":{"total_equity":"lots"}}', None, "a non-decimal equity"),
+    # Regressions: each of these ended the client, or entered the cache as a price.
+    (
+        '{"channel":"ticker","symbol":"BTCUSDT","data":{"price":"1","timestamp":"9999-12-31T23:59:59-01:00"}}',
+        None,
+        "a timestamp past year 9999 in UTC",
+    ),
+    ('{"channel":"ticker","symbol":"BTCUSDT","data":{"price":"-5"}}', None, "a negative price"),
+    ('{"channel":"ticker","symbol":"BTCUSDT","data":{"price":"0"}}', None, "a zero price"),
+    ('{"channel":"ticker","symbol":"BTCUSDT","data":{"price":"-1e999"}}', None, "a huge negative price"),
+    ('{"channel":"ticker","symbol":"BTCUSDT","data":{"price":"1_000"}}', None, "underscores"),
+    ('{"channel":"ticker","symbol":"BTCUSDT","data":{"price":"\u0661\u0660"}}', None, "Arabic-Indic digits"),
+    ('{"channel":"ticker","symbol":"BTCUSDT","data":{"price":"1e99999999"}}', None, "a vast exponent"),
 ]
 
 
@@ -113,6 +125,12 @@ NEXGENT_ABUSE = [
     '{"type":"position_update","data":{"eventType":"position_created","position":{"tokenAddress":"x"}}}',
     '{"type":"position_update","data":{"eventType":"position_closed"}}',
     '{"type":"position_update","data":[]}',
+    # Regressions: these raised decimal.Overflow in the P/L arithmetic and ended the client.
+    '{"type":"price_update_batch","data":{"updates":[{"tokenAddress":"%(t)s","price":1e999999}]}}',
+    '{"type":"price_update_batch","data":{"updates":[{"tokenAddress":"%(t)s","price":"1e999999"}]}}',
+    '{"type":"position_update","data":{"eventType":"position_updated","position":{"id":"%(p)s",'
+    '"tokenAddress":"%(t)s","purchasePrice":1e999999,"purchaseAmount":1e999999}}}',
+    '{"type":"price_update_batch","data":{"updates":[{"tokenAddress":"%(t)s","price":-0.5}]}}',
 ]
 
 

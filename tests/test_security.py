@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import base64
 import logging
 import ssl
 from collections.abc import Iterator
@@ -182,3 +183,38 @@ def test_simulators_bind_loopback_by_default() -> None:
             assert server.host == "127.0.0.1"
             assert server._server is not None
             assert {s.getsockname()[0] for s in server._server.sockets} == {"127.0.0.1"}
+
+
+def test_a_password_in_the_url_never_appears_anywhere(everything: Capture) -> None:
+    # Regression: wss://user:pass@host showed the password in health().url,
+    # repr(), the notebook view and log records.
+    with Simulator(rate=100) as sim:
+        url = sim.url.replace("ws://", "ws://agent:PA55W0RD%2Fx@")
+        ws = AgentExchangeWS(api_key="ak_test", base_url=url, backoff=FAST)
+        errors: list[Exception] = []
+        ws.on_error()(errors.append)
+        ws.start().wait_for_price("BTCUSDT", 5)
+        sim.send_raw("garbage")
+        sim.drop_all(abrupt=True)
+        next_event(ws, Connected)
+        eventually(lambda: len(errors) >= 2)
+        seen = repr(ws) + str(ws.health()) + ws._repr_html_()
+        assert ws.health().url.startswith("ws://***@127.0.0.1:")
+        conn = sim.wait_connections(1)[0]
+        sent = [conn.ws.request.headers.get("Authorization") if conn.ws.request else None]
+        assert ws.close(2)
+    assert sent and sent[0] == "Basic " + base64.b64encode(b"agent:PA55W0RD/x").decode()
+    text = "\n".join(everything.lines) + seen + " ".join(chain(e) for e in errors)
+    assert everything.lines, "nothing was logged: the capture is broken"
+    for form in ("PA55W0RD", "agent:", base64.b64encode(b"agent:PA55W0RD/x").decode()):
+        assert form not in text
+
+
+def test_an_ssl_context_with_a_plain_url_is_refused() -> None:
+    # Regression: the context was silently ignored and the connection ran in plaintext.
+    context = ssl.create_default_context()
+    with pytest.raises(ValueError, match="not wss://"):
+        AgentExchangeWS("ak_test", "ws://127.0.0.1:8000", ssl_context=context)
+    with pytest.raises(ValueError, match="not wss://"):
+        NexgentWS("http://127.0.0.1:4000", "eyJ.x", "agent", ssl_context=context)
+    assert AgentExchangeWS("ak_test", "https://127.0.0.1:8000", ssl_context=context)
