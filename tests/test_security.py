@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import base64
+import json
 import logging
 import ssl
 from collections.abc import Iterator
