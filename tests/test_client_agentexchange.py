@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -515,3 +516,34 @@ def test_getters_never_wait_for_the_network(sim: Simulator, client: Make) -> Non
     reader.join(2)
     assert not reader.is_alive()
     assert answers[0] > 0 and answers[1:] == [None, None]
+
+
+def test_wait_for_order_sees_its_update_in_one_read_with_hundreds_of_others(
+    sim: Simulator, client: Make
+) -> None:
+    # Regression: the awaited update came in one read with 100+ other order
+    # updates; on_order_update saw it, but the waiter looked only at the last 100.
+    ws = client()
+    seen: list[str] = []
+    ws.on_order_update()(lambda order: seen.append(order.order_id))
+    ws.start().wait_connected(5)
+
+    def order(order_id: str, status: str) -> str:
+        data = {"order_id": order_id, "status": status, "symbol": "BTCUSDT", "side": "buy", "quantity": "1"}
+        return json.dumps({"channel": "orders", "data": data})
+
+    burst = [order("awaited", "filled")] + [order(f"other-{i}", "pending") for i in range(300)]
+
+    async def send_all() -> None:  # one write: the client reads it in one go
+        for conn in sim.connections():
+            for message in burst:
+                await conn.ws.send(message)
+
+    result: list[Any] = []
+    waiter = threading.Thread(target=lambda: result.append(ws.wait_for_order("awaited", "filled", 10)))
+    waiter.start()
+    eventually(lambda: ws._state._waiting, what="the waiter to be waiting")
+    sim.call(send_all())
+    waiter.join(15)
+    assert result and result[0].order_id == "awaited" and result[0].status == "filled"
+    assert "awaited" in seen and ws.get_order("awaited") is None  # out of the last-100 window
