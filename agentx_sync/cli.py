@@ -95,8 +95,8 @@ def board(ws: BaseClient, symbols: Sequence[str]) -> tuple[str, list[str], list[
         )
     for order in ws.get_orders()[-5:]:
         filled = f" @ {_num(order.executed_price)}" if order.executed_price is not None else ""
-        what = f"{order.side} {_num(order.quantity)} {order.symbol}"
-        notes.append(f"order {order.order_id[:8]}  {what} -> {order.status}{filled}")
+        what = f"{str(order.side)[:8]} {_num(order.quantity)} {str(order.symbol)[:16]}"
+        notes.append(f"order {order.order_id[:8]}  {what} -> {str(order.status)[:20]}{filled}")
     return title, ["symbol", "price", "age"], rows, notes
 
 

@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agentx_sync import AgentExchangeWS, ConnectionState, NexgentWS, Position
+from agentx_sync.cli import board
 from agentx_sync.integrations.tools import tools_for
 from agentx_sync.numbers import MAX_EXPONENT
 from agentx_sync.sim import NexgentSimulator, Simulator
@@ -168,6 +169,8 @@ def test_no_agentexchange_message_stops_the_client(agentexchange: tuple[Simulato
                 _bounded(v)
         assert len(tools["get_orders"].run()) < 3000 and len(tools["get_portfolio"].run()) < 400
         assert len(ws._repr_html_()) < 20_000
+        _, _, rows, notes = board(ws, ["BTCUSDT", "ETHUSDT", "MARKER"])  # the watch table
+        assert all(len(cell) < 40 for row in rows for cell in row) and all(len(n) < 300 for n in notes)
 
     one()
     health = ws.health()
@@ -260,6 +263,8 @@ def test_no_nexgent_message_stops_the_client(nexgent: tuple[NexgentSimulator, Ne
         assert len(tools["get_positions"].run()) < 5000
         assert len(tools["get_token_price"].run(token_address=TOKEN)) < 300
         assert len(ws._repr_html_()) < 20_000
+        _, _, rows, _ = board(ws, [])  # the watch table
+        assert all(len(cell) < 40 for row in rows for cell in row)
         seen.set()
 
     one()

@@ -57,6 +57,12 @@ def _number(value: Decimal | None) -> str:
     return display(value)  # bounded, whatever the cache holds
 
 
+def _clip(value: object, limit: int = 40) -> str:
+    """Wire text, shortened: an answer stays short whatever the server sent."""
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def agentexchange_tools(ws: AgentExchangeWS, *, wait: float = 3.0) -> list[ToolSpec]:
     """Price, orders and portfolio tools over a running :class:`AgentExchangeWS`."""
 
@@ -87,9 +93,10 @@ def agentexchange_tools(ws: AgentExchangeWS, *, wait: float = 3.0) -> list[ToolS
         lines = []
         for o in orders:
             filled = f" at {_number(o.executed_price)}" if o.executed_price is not None else ""
-            reason = f" ({o.rejected_reason})" if o.rejected_reason else ""
+            reason = f" ({_clip(o.rejected_reason, 80)})" if o.rejected_reason else ""
             lines.append(
-                f"{o.order_id}: {o.side} {_number(o.quantity)} {o.symbol} {o.status}{filled}{reason}"
+                f"{_clip(o.order_id)}: {_clip(o.side)} {_number(o.quantity)} {_clip(o.symbol)} "
+                f"{_clip(o.status)}{filled}{reason}"
             )
         return "\n".join(lines) + _link(ws)
 
