@@ -78,10 +78,13 @@ class State:
             for event in events:
                 kind = type(event)
                 if kind is Ticker:
-                    old = tickers.get(event.symbol)
-                    if old is not None and _older(event.timestamp, old.timestamp):
-                        continue
-                    tickers[event.symbol] = event
+                    symbol = event.symbol
+                    old = tickers.get(symbol)
+                    if old is not None:  # _older(), inlined: this runs for every trade
+                        stamp, cached = event.timestamp, old.timestamp
+                        if stamp is not None and cached is not None and stamp < cached:
+                            continue
+                    tickers[symbol] = event
                 elif kind is Candle:
                     key = (event.symbol, event.interval)
                     previous = candles.get(key)

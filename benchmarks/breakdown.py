@@ -50,6 +50,7 @@ def main() -> None:
     events = [decode(t, 1.0) for t in texts]  # type: ignore[arg-type]
     records = AgentExchangeDialect.records
     client = AgentExchangeWS(api_key="bench", base_url="ws://127.0.0.1:9")  # never started
+    client._started = True  # but taken as running: link_events ignores a closed client
     client.subscribe_ticker("all")
     state = client._state
 
