@@ -176,7 +176,6 @@ class BaseClient:
         self._server_errors = 0
         self._last_error: str | None = None
         self._fatal: AgentXError | None = None
-        self._pid = os.getpid()
         _clients.add(self)
 
     # -- lifecycle -------------------------------------------------------------
@@ -284,7 +283,6 @@ class BaseClient:
         the parent's connection: the child closes only its own file descriptor
         (no close frame, no shutdown), so nothing it does reaches the parent.
         """
-        self._pid = os.getpid()
         self._lock = threading.RLock()
         self._lifecycle = threading.Lock()
         self._state.after_fork(ClientClosedError(FORKED))
@@ -734,7 +732,7 @@ class AgentExchangeWS(BaseClient):
             return "<p>No prices yet.</p>"
         now = time.monotonic()
         rows = "".join(
-            f"<tr><td>{html.escape(t.symbol)}</td><td style='text-align:right'>{display(t.price)}</td>"
+            f"<tr><td>{html.escape(t.symbol[:32])}</td><td style='text-align:right'>{display(t.price)}</td>"
             f"<td style='text-align:right'>{now - t.received_at:.1f} s</td></tr>"
             for t in tickers[:limit]
         )

@@ -16,7 +16,7 @@ import copy
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -36,7 +36,7 @@ from .models import (
 )
 from .numbers import CONTEXT
 
-__all__ = ["MAX_EARLY", "PositionBook", "State"]
+__all__ = ["MAX_EARLY", "REPLAY_WINDOW", "PositionBook", "State"]
 
 _ZERO = Decimal(0)
 
@@ -65,9 +65,9 @@ class State:
     def apply(self, events: Iterable[Any]) -> None:
         """Apply a batch of events as one state change and wake every waiter.
 
-        A trade, candle or portfolio snapshot older (by its own timestamp) than
-        the one cached is not cached: a replay or a duplicate after a reconnect
-        never moves the cache back in time. Order updates are a log (the last
+        A trade, candle or portfolio snapshot older (by its own timestamp, up
+        to ``REPLAY_WINDOW``) than the one cached is not cached: a replay or a
+        duplicate after a reconnect never moves the cache back in time. Order updates are a log (the last
         ``max_orders``); every update of an order someone waits for is also
         handed to that waiter, however many arrive in one batch.
         """
@@ -82,7 +82,11 @@ class State:
                     old = tickers.get(symbol)
                     if old is not None:  # _older(), inlined: this runs for every trade
                         stamp, cached = event.timestamp, old.timestamp
-                        if stamp is not None and cached is not None and stamp < cached:
+                        if (
+                            stamp is not None
+                            and cached is not None
+                            and cached - REPLAY_WINDOW <= stamp < cached
+                        ):
                             continue
                     tickers[symbol] = event
                 elif kind is Candle:
@@ -404,9 +408,16 @@ class PositionBook:
         self.error = None
 
 
+#: A record at most this much older than the cached one is a replay (a duplicate
+#: after a reconnect) and is not cached. One older still means the cached time
+#: was wrong (a server's clock, or a hostile far-future date): the new record
+#: wins, so one bad timestamp cannot freeze a price.
+REPLAY_WINDOW = timedelta(minutes=5)
+
+
 def _older(stamp: datetime | None, than: datetime | None) -> bool:
-    """True when both times are known and ``stamp`` comes strictly before ``than``."""
-    return stamp is not None and than is not None and stamp < than
+    """True when both times are known and ``stamp`` is a replay of something before ``than``."""
+    return stamp is not None and than is not None and than - REPLAY_WINDOW <= stamp < than
 
 
 _BASE = [(name, () if name.endswith("_ids") else None) for name in POSITION_FIELDS[:PRICE_FIELDS_AT]]

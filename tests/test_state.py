@@ -79,6 +79,20 @@ def test_an_older_trade_never_moves_the_cached_price_back() -> None:
     assert s.tickers["A"].price == Decimal(4)
 
 
+def test_one_far_future_timestamp_cannot_freeze_a_price() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from agentx_sync.state import REPLAY_WINDOW
+
+    now = datetime(2026, 11, 21, 12, tzinfo=UTC)
+    s = State()
+    s.apply([Ticker("A", Decimal(9), None, datetime(9999, 12, 31, tzinfo=UTC))])  # hostile
+    s.apply([Ticker("A", Decimal(2), None, now)])
+    assert s.tickers["A"].price == Decimal(2)
+    s.apply([Ticker("A", Decimal(1), None, now - REPLAY_WINDOW + timedelta(seconds=1))])  # a replay
+    assert s.tickers["A"].price == Decimal(2)
+
+
 def test_a_waiter_sees_its_order_update_among_hundreds_in_one_batch() -> None:
     # Regression: the awaited update arrived in one read with 100+ others and had
     # already left the last-100 window when the waiter looked.
