@@ -14,6 +14,7 @@ PURE = sorted(
     [
         *ROOT.glob("dialects/*.py"),
         ROOT / "models.py",
+        ROOT / "numbers.py",
         ROOT / "state.py",
         ROOT / "backoff.py",
         ROOT / "frames.py",
