@@ -281,7 +281,8 @@ def test_server_closes_when_pongs_stop(agent: str, nclient: Make) -> None:
         sim.add_agent(agent)
         ws = nclient(api_url=sim.url, token=sim.issue_token())
         ws.start().wait_connected(5)
-        conn = sim.live(agent)
+        # The server registers the connection a moment after the client sees it open.
+        conn = eventually(lambda: sim.live(agent), what="the server to register the connection")
         assert conn is not None
         conn.last_pong = -1e9  # as if the client had stopped answering
         lost = next_event(ws, Disconnected)
