@@ -357,7 +357,8 @@ class BaseClient:
                 connected_since=self._connected_since,
                 reconnects=max(0, self._opened - 1),
                 messages=self._conn.messages,
-                bad_messages=self._bad_messages,
+                # Records the cache refused for its size bounds count as bad too.
+                bad_messages=self._bad_messages + self._state.overflow + self._state.book.overflow,
                 ignored_messages=self._conn.ignored,
                 dropped_events=self._events.dropped,
                 dropped_callbacks=self._dispatcher.queue.dropped,

@@ -36,7 +36,7 @@ from .models import (
 )
 from .numbers import CONTEXT
 
-__all__ = ["MAX_EARLY", "REPLAY_WINDOW", "PositionBook", "State"]
+__all__ = ["MAX_EARLY", "MAX_KEYS", "REPLAY_WINDOW", "PositionBook", "State"]
 
 _ZERO = Decimal(0)
 
@@ -56,6 +56,8 @@ class State:
         self.portfolio: Portfolio | None = None
         self.book = PositionBook()
         self._stop: Exception | None = None
+        #: Records refused because the cache already holds MAX_KEYS symbols (or tokens).
+        self.overflow = 0
         #: Order id -> one list per waiter of the updates that arrived while it waits.
         self._watched: dict[str, list[list[Order]]] = {}
         self._waiting = 0  # threads blocked in wait(): only then is notify worth its cost
@@ -80,6 +82,9 @@ class State:
                 if kind is Ticker:
                     symbol = event.symbol
                     old = tickers.get(symbol)
+                    if old is None and len(tickers) >= MAX_KEYS:
+                        self.overflow += 1  # a server inventing symbols cannot fill memory
+                        continue
                     if old is not None:  # _older(), inlined: this runs for every trade
                         stamp, cached = event.timestamp, old.timestamp
                         if (
@@ -92,6 +97,9 @@ class State:
                 elif kind is Candle:
                     key = (event.symbol, event.interval)
                     previous = candles.get(key)
+                    if previous is None and len(candles) >= MAX_KEYS:
+                        self.overflow += 1
+                        continue
                     if previous is not None and _older(event.time, previous.time):
                         continue
                     candles[key] = event
@@ -236,6 +244,10 @@ class State:
                     del self._watched[order_id]
 
 
+#: Distinct symbols (tickers, candle series, Nexgent token prices) the cache holds
+#: at most: AgentExchange lists about 600 pairs. Beyond it, new ones are refused.
+MAX_KEYS = 10_000
+
 #: Positions whose early changes (before initial_data) are held at most; the oldest go first.
 MAX_EARLY = 10_000
 
@@ -260,6 +272,7 @@ class PositionBook:
         #: Position changes that came before initial_data, merged per position id.
         self._early: dict[str, PositionChange] = {}
         self.early_dropped = 0
+        self.overflow = 0  # token prices refused: MAX_KEYS tokens are known already
         # Per token (lower-case), per position: its non-price values (record
         # order) and its valuation terms; what a price batch needs, at hand.
         self._plans: dict[str, dict[str, tuple[tuple[Any, ...], Terms]]] = {}
@@ -351,6 +364,9 @@ class PositionBook:
         mul, add, sub, div = CONTEXT.multiply, CONTEXT.add, CONTEXT.subtract, CONTEXT.divide
         for update in batch.updates:
             price, usd = quote = (update.price, update.price_usd)
+            if len(prices) >= MAX_KEYS and update.token_address not in prices:
+                self.overflow += 1
+                continue
             # Revalued even when the quote is unchanged: a position may have
             # come (without price fields) since that quote was first seen.
             prices[update.token_address] = quote

@@ -110,3 +110,17 @@ def test_a_waiter_sees_its_order_update_among_hundreds_in_one_batch() -> None:
     thread.join(5)
     assert result and result[0].order_id == "x" and result[0].status == OrderStatus.FILLED
     assert s._watched == {}
+
+
+def test_a_server_inventing_symbols_cannot_fill_memory() -> None:
+    from agentx_sync.models import PriceBatch, PriceUpdate
+    from agentx_sync.state import MAX_KEYS
+
+    s = State()
+    s.apply([ticker(f"S{i}", "1") for i in range(MAX_KEYS + 5)])
+    assert len(s.tickers) == MAX_KEYS and s.overflow == 5
+    s.apply([ticker("S1", "2")])  # known symbols still update
+    assert s.tickers["S1"].price == 2
+    updates = tuple(PriceUpdate(f"t{i}", Decimal(1), None) for i in range(MAX_KEYS + 3))
+    s.book.price_batch(PriceBatch(updates, None))
+    assert len(s.book.prices) == MAX_KEYS and s.book.overflow == 3

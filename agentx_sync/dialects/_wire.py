@@ -19,6 +19,7 @@ __all__ = [
     "as_bool",
     "as_dec",
     "as_dict",
+    "as_key",
     "as_opt_dec",
     "as_opt_price",
     "as_opt_str",
@@ -167,10 +168,23 @@ def as_opt_ts(value: Any, name: str) -> datetime | None:
     return None if value is None else as_ts(value, name)
 
 
-def as_str(value: Any, name: str) -> str:
+#: The longest wire text kept (names, ids, reasons); a symbol or token address
+#: is at most MAX_KEY characters. Longer ones are refused: the cache holds them.
+MAX_TEXT = 1024
+MAX_KEY = 128
+
+
+def as_str(value: Any, name: str, limit: int = MAX_TEXT) -> str:
     if type(value) is not str or not value:
         raise ProtocolError(f"field {name!r} is missing or not a string")
+    if len(value) > limit:
+        raise ProtocolError(f"field {name!r} is longer than {limit} characters")
     return value
+
+
+def as_key(value: Any, name: str) -> str:
+    """A symbol, token address or id: a non-empty string of at most ``MAX_KEY`` characters."""
+    return as_str(value, name, MAX_KEY)
 
 
 def as_opt_str(value: Any, name: str) -> str | None:
@@ -178,6 +192,8 @@ def as_opt_str(value: Any, name: str) -> str | None:
         return None
     if type(value) is not str:
         raise ProtocolError(f"field {name!r} is {type(value).__name__}, not a string")
+    if len(value) > MAX_TEXT:
+        raise ProtocolError(f"field {name!r} is longer than {MAX_TEXT} characters")
     return value
 
 

@@ -27,12 +27,14 @@ from ..models import Candle, Order, OrderSide, OrderStatus, Portfolio, Ticker
 from ..numbers import MAX_CHARS, MAX_EXPONENT
 from . import ErrorMessage, Ping, Subscribed, Unsubscribed, Verdict, parse_json
 from ._wire import (
+    MAX_KEY,
     NUMERAL_FIRST,
     NUMERAL_LAST,
     Endpoint,
     as_bool,
     as_dec,
     as_dict,
+    as_key,
     as_opt_dec,
     as_opt_price,
     as_opt_str,
@@ -171,7 +173,7 @@ _new = tuple.__new__
 
 
 def _symbol(msg: dict[str, Any], data: dict[str, Any]) -> str:
-    return as_str(msg.get("symbol") or data.get("symbol"), "symbol").upper()
+    return as_key(msg.get("symbol") or data.get("symbol"), "symbol").upper()
 
 
 def _ticker(msg: dict[str, Any], data: dict[str, Any], now: float) -> Ticker:
@@ -220,7 +222,7 @@ def _order(msg: dict[str, Any], data: dict[str, Any], now: float) -> Order:
         order_id = str(order_id)
     symbol = as_opt_str(data.get("symbol"), "symbol")
     return Order(
-        as_str(order_id, "order_id"),
+        as_key(order_id, "order_id"),
         status,
         symbol.upper() if symbol else None,
         _enum(OrderSide, data.get("side"), "side"),
@@ -293,7 +295,7 @@ def decode(text: str, now: float) -> Event | None:
         # general path below, which checks and reports every field.
         data = msg.get("data")
         symbol = msg.get("symbol")
-        if type(data) is dict and type(symbol) is str and symbol:
+        if type(data) is dict and type(symbol) is str and 0 < len(symbol) <= MAX_KEY:
             price = data.get("price")
             quantity = data.get("quantity")
             stamp = data.get("timestamp")

@@ -29,12 +29,12 @@ from ._wire import (
     Endpoint,
     as_bool,
     as_dict,
+    as_key,
     as_opt_dec,
     as_opt_price,
     as_opt_str,
     as_opt_ts,
     as_price,
-    as_str,
     basic_auth,
     userinfo_secrets,
     websocket_endpoint,
@@ -105,12 +105,12 @@ def _ids(value: Any, name: str) -> tuple[str, ...]:
 def _key(value: Any, name: str) -> str:
     if type(value) is int:
         return str(value)
-    return as_str(value, name)
+    return as_key(value, name)
 
 
 _FIELDS: Final[dict[str, tuple[str, Callable[[Any, str], Any]]]] = {
     "id": ("id", _key),
-    "tokenAddress": ("token_address", as_str),
+    "tokenAddress": ("token_address", as_key),
     "agentId": ("agent_id", as_opt_str),
     "walletAddress": ("wallet_address", as_opt_str),
     "tokenSymbol": ("token_symbol", as_opt_str),
@@ -285,7 +285,7 @@ def _prices(msg: dict[str, Any]) -> Event:
         update = as_dict(item, "update")
         out.append(
             PriceUpdate(
-                as_str(update.get("tokenAddress"), "tokenAddress").lower(),
+                as_key(update.get("tokenAddress"), "tokenAddress").lower(),
                 as_price(update.get("price"), "price"),
                 as_opt_price(update.get("priceUsd"), "priceUsd"),
             )

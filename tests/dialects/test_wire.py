@@ -121,3 +121,18 @@ def test_userinfo_is_kept_out_of_the_url_and_masked() -> None:
     with pytest.raises(ValueError) as refused:
         websocket_endpoint("wss://bob:s3cret@example.com:99999", "/ws", "api_url")
     assert "s3cret" not in str(refused.value)
+
+
+def test_wire_text_is_bounded() -> None:
+    from agentx_sync.dialects import agentexchange, nexgent
+
+    long_symbol = '{"channel":"ticker","symbol":"%s","data":{"price":"1"}}' % ("X" * 129)
+    with pytest.raises(ProtocolError, match="longer than 128"):
+        agentexchange.decode(long_symbol, 0.0)
+    reason = '{"channel":"orders","data":{"order_id":"o","status":"rejected","rejected_reason":"%s"}}'
+    with pytest.raises(ProtocolError, match="longer than 1024"):
+        agentexchange.decode(reason % ("r" * 1025), 0.0)
+    assert agentexchange.decode(reason % ("r" * 1024), 0.0) is not None
+    batch = '{"type":"price_update_batch","data":{"updates":[{"tokenAddress":"%s","price":1}]}}'
+    with pytest.raises(ProtocolError):
+        nexgent.decode(batch % ("a" * 129), 0.0)
