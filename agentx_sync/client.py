@@ -1069,6 +1069,12 @@ class NexgentWS(BaseClient):
             for event in events:
                 kind = type(event)
                 if kind is PriceBatch:
+                    if event.refused:
+                        errors.append(
+                            ProtocolError(
+                                f"{event.refused} malformed price(s) in a batch refused; the rest applied"
+                            )
+                        )
                     book.price_batch(event)
                     jobs.append((("price_update",), event))
                     jobs.append(positions())
@@ -1093,6 +1099,9 @@ class NexgentWS(BaseClient):
         for key, payload in jobs:
             self._emit(key, payload)
         for error in errors:
+            if isinstance(error, ProtocolError):
+                self.link_bad_message(error)
+                continue
             with self._lock:
                 self._server_errors += 1
             log.warning("server error: %s", error)

@@ -49,9 +49,9 @@ __all__ = [
 ]
 
 
-def _meta() -> Any:
+def _meta(default: Any = 0.0) -> Any:
     """A field that is bookkeeping, not wire data: hidden from keys() and eq."""
-    return attrs.field(default=0.0, eq=False, repr=False, metadata={"meta": True})
+    return attrs.field(default=default, eq=False, repr=False, metadata={"meta": True})
 
 
 _KEYS: dict[type, tuple[str, ...]] = {}
@@ -603,3 +603,5 @@ class PriceBatch(Record):
 
     updates: tuple[PriceUpdate, ...]
     timestamp: datetime | None
+    #: Entries of the server's batch refused as malformed (the rest apply).
+    refused: int = _meta(0)

@@ -385,3 +385,22 @@ def test_after_failed_initial_data_position_events_are_applied_and_reported(
         sim.close_position(agent, later["id"])
         eventually(lambda: [p.id for p in ws.get_positions()] == [early["id"]])
         assert ws.close(2)
+
+
+def test_one_bad_price_in_a_batch_is_counted_and_the_rest_apply(
+    nsim: NexgentSimulator, agent: str, nclient: Make
+) -> None:
+    raw = nsim.open_position(
+        agent, token_address="So1GoodToken", purchase_price=0.001, amount=10, notify=False
+    )
+    ws = nclient()
+    ws.start().wait_for_positions(5)
+    updates = [
+        {"tokenAddress": "so1goodtoken", "price": 0.002, "priceUsd": 0},
+        {"tokenAddress": "so1other", "price": 0, "priceUsd": 0},
+    ]
+    nsim.send_raw(json.dumps({"type": "price_update_batch", "data": {"updates": updates}}))
+    eventually(lambda: ws.get_cached_price("So1GoodToken") == Decimal("0.002"))
+    eventually(lambda: ws.health().bad_messages == 1)
+    assert ws.get_cached_price_usd("So1GoodToken") is None and ws.get_cached_price("so1other") is None
+    assert ws.get_position(raw["id"]).profit_loss_percent == Decimal(100)

@@ -36,7 +36,6 @@ from ._wire import (
     as_dict,
     as_key,
     as_opt_dec,
-    as_opt_price,
     as_opt_str,
     as_opt_ts,
     as_price,
@@ -228,13 +227,13 @@ def _order(msg: dict[str, Any], data: dict[str, Any], now: float) -> Order:
         _enum(OrderSide, data.get("side"), "side"),
         as_opt_str(data.get("type"), "type"),
         as_opt_dec(data.get("quantity"), "quantity"),
-        as_opt_price(data.get("executed_price"), "executed_price"),
+        as_opt_dec(data.get("executed_price"), "executed_price"),
         as_opt_dec(data.get("executed_quantity"), "executed_quantity"),
         as_opt_dec(data.get("fee"), "fee"),
         as_opt_ts(data.get("filled_at"), "filled_at"),
         as_opt_ts(data.get("cancelled_at"), "cancelled_at"),
         as_opt_str(data.get("rejected_reason"), "rejected_reason"),
-        as_opt_price(data.get("price"), "price"),
+        as_opt_dec(data.get("price"), "price"),
         now,
     )
 

@@ -31,7 +31,6 @@ from ._wire import (
     as_dict,
     as_key,
     as_opt_dec,
-    as_opt_price,
     as_opt_str,
     as_opt_ts,
     as_price,
@@ -102,6 +101,16 @@ def _ids(value: Any, name: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _quote(value: Any, name: str) -> Decimal | None:
+    """An optional price where the server writes 0 for "unknown"."""
+    price = as_opt_dec(value, name)
+    if price is None or price == 0:
+        return None
+    if price < 0:
+        raise ProtocolError(f"field {name!r} is not a price (negative)")
+    return price
+
+
 def _key(value: Any, name: str) -> str:
     if type(value) is int:
         return str(value)
@@ -136,8 +145,9 @@ _FIELDS: Final[dict[str, tuple[str, Callable[[Any, str], Any]]]] = {
     "totalTakeProfitLevels": ("total_take_profit_levels", _int),
     "createdAt": ("created_at", as_opt_ts),
     "updatedAt": ("updated_at", as_opt_ts),
-    "currentPrice": ("current_price", as_opt_price),
-    "currentPriceUsd": ("current_price_usd", as_opt_price),
+    # The server writes 0 when it has no price (no feed, no purchase price): unknown.
+    "currentPrice": ("current_price", _quote),
+    "currentPriceUsd": ("current_price_usd", _quote),
     "purchasePriceUsd": ("purchase_price_usd", as_opt_dec),
     "positionValueUsd": ("position_value_usd", as_opt_dec),
     "positionValueSol": ("position_value_sol", as_opt_dec),
@@ -276,21 +286,31 @@ def _position_update(msg: dict[str, Any]) -> Event:
 
 
 def _prices(msg: dict[str, Any]) -> Event:
+    """A price batch. One bad entry is refused alone (counted in ``refused``):
+    the other tokens' prices in the batch still apply. A ``priceUsd`` of 0,
+    which the server sends when it has no USD price, means "unknown"."""
     data = _data(msg)
     updates = data.get("updates")
     if type(updates) is not list:
         raise ProtocolError("'updates' is not a list")
     out = []
+    first: ProtocolError | None = None
     for item in updates:
-        update = as_dict(item, "update")
-        out.append(
-            PriceUpdate(
-                as_key(update.get("tokenAddress"), "tokenAddress").lower(),
-                as_price(update.get("price"), "price"),
-                as_opt_price(update.get("priceUsd"), "priceUsd"),
+        try:
+            update = as_dict(item, "update")
+            out.append(
+                PriceUpdate(
+                    as_key(update.get("tokenAddress"), "tokenAddress").lower(),
+                    as_price(update.get("price"), "price"),
+                    _quote(update.get("priceUsd"), "priceUsd"),
+                )
             )
-        )
-    return PriceBatch(tuple(out), as_opt_ts(data.get("timestamp"), "timestamp"))
+        except ProtocolError as exc:
+            first = first or exc
+    if first is not None and not out:
+        raise first
+    refused = len(updates) - len(out)
+    return PriceBatch(tuple(out), as_opt_ts(data.get("timestamp"), "timestamp"), refused)
 
 
 def _error(msg: dict[str, Any]) -> Event:

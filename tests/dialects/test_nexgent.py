@@ -457,3 +457,44 @@ def test_position_values_do_not_depend_on_the_threads_decimal_context() -> None:
     thread.start()
     thread.join()
     assert seen[0] == here and seen[1] == record.profit_loss_usd
+
+
+def test_zero_prices_from_the_real_server_mean_unknown_and_do_not_sink_a_message() -> None:
+    # The real server writes priceUsd 0 (and currentPrice 0 with no purchase price)
+    # when it has no price: that is "unknown", never a reason to refuse the message.
+    batch = decode(
+        json.dumps(
+            {
+                "type": "price_update_batch",
+                "data": {
+                    "updates": [
+                        {"tokenAddress": "good", "price": 0.002, "priceUsd": 0},
+                        {"tokenAddress": "bad", "price": 0, "priceUsd": 0.1},
+                        {"tokenAddress": "worse", "price": "1e999999"},
+                    ]
+                },
+            }
+        ),
+        0.0,
+    )
+    assert isinstance(batch, PriceBatch)
+    assert [(u.token_address, u.price, u.price_usd) for u in batch.updates] == [
+        ("good", Decimal("0.002"), None)
+    ]
+    assert batch.refused == 2
+    with pytest.raises(ProtocolError):  # nothing usable at all: one bad message
+        decode('{"type":"price_update_batch","data":{"updates":[{"tokenAddress":"x","price":-1}]}}', 0.0)
+    initial = decode(
+        json.dumps(
+            {
+                "type": "initial_data",
+                "data": {"positions": [{**RAW, "currentPrice": 0, "currentPriceUsd": 0}]},
+            }
+        ),
+        0.0,
+    )
+    assert isinstance(initial, InitialData)
+    assert (
+        initial.positions[0].get("current_price") is None
+        and initial.positions[0].get("current_price_usd") is None
+    )
