@@ -37,20 +37,22 @@ def returns_within(seconds: float, call: Callable[[], Any]) -> Any:
 def test_a_server_that_pings_but_never_reads_is_dropped_and_no_caller_blocks() -> None:
     # Regression: pong replies filled the send buffer; close(timeout=2), health()
     # and subscribe() then blocked for many seconds and stale detection stopped.
-    pings = text_frame('{"type":"ping"}') * 2000
+    # Application pings, and protocol pings with the largest payload (125 bytes),
+    # whose pongs echo it: the client's output outgrows the kernel's buffers fast.
+    pings = (text_frame('{"type":"ping"}') + bytes([0x89, 125]) + b"p" * 125) * 1000
 
     def flood(conn: RawConn) -> None:
         conn.accept_upgrade()
         sent = 0
-        while conn.running and sent < 20_000_000:  # never reads again
+        while conn.running and sent < 200_000_000:  # never reads again
             conn.sock.sendall(pings)
             sent += len(pings)
 
-    with RawServer(flood, limit=30, rcvbuf=4096) as server:
-        ws = AgentExchangeWS("ak_test", server.url, backoff=FAST, stale_timeout=10)
+    with RawServer(flood, limit=55, rcvbuf=4096) as server:
+        ws = AgentExchangeWS("ak_test", server.url, backoff=FAST, stale_timeout=6)
         try:
             ws.start()
-            lost = next_event(ws, Disconnected, 25)
+            lost = next_event(ws, Disconnected, 45)
             assert isinstance(lost.error, ConnectionLostError)
             assert "stopped reading" in str(lost.error), lost.error
             # While the flood goes on, nothing a user calls waits for the peer.
