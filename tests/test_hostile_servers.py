@@ -43,6 +43,9 @@ def test_a_server_that_pings_but_never_reads_is_dropped_and_no_caller_blocks() -
 
     def flood(conn: RawConn) -> None:
         conn.accept_upgrade()
+        # Blocking sends: a client starved of CPU for a second (a busy machine)
+        # must not look like a server that hung up. close() ends a blocked send.
+        conn.sock.settimeout(None)
         sent = 0
         while conn.running and sent < 200_000_000:  # never reads again
             conn.sock.sendall(pings)
