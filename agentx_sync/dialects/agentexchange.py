@@ -14,7 +14,7 @@ What the real server does, and this module follows:
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
@@ -390,6 +390,3 @@ class AgentExchangeDialect:
 
     def close_verdict(self, code: int | None, reason: str) -> Verdict:
         return Verdict.RECONNECT
-
-    def subscription_messages(self, subs: Iterable[Subscription], action: str) -> list[str]:
-        return [s.message(action) for s in subs]
