@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from . import __version__
 from .client import AgentExchangeWS, BaseClient, NexgentWS
 from .errors import AgentXError, AuthenticationError
 from .models import ConnectionState
@@ -299,6 +300,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agentx-sync", description="Live trading data for AI agents, without asyncio."
     )
+    parser.add_argument("--version", action="version", version=f"agentx-sync {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     sim = commands.add_parser("sim", help="run a simulator until Ctrl-C")

@@ -153,3 +153,10 @@ def test_demo_on_a_terminal_draws_a_live_table() -> None:
     text = screen.decode(errors="replace")
     assert "┃ symbol" in text or "│ BTCUSDT" in text  # rich's table, redrawn in place
     assert "\x1b[" in text and "state: connected" in text
+
+
+def test_version() -> None:
+    import agentx_sync
+
+    done = run("--version")
+    assert done.returncode == 0 and done.stdout.strip() == f"agentx-sync {agentx_sync.__version__}"

@@ -239,6 +239,10 @@ def test_crewai_tools_throughrun_example(sim: Simulator, client: Make) -> None:
     tools = {t.name: t for t in make_tools(ws, wait=2)}
     assert all(isinstance(t, BaseTool) for t in tools.values())
     assert tools["get_price"].run(symbol="BTCUSDT").startswith("BTCUSDT: ")
+    # CrewAI agents also pass the argument positionally, or as a JSON string.
+    assert tools["get_price"].run("BTCUSDT").startswith("BTCUSDT: ")
+    assert tools["get_price"].run('{"symbol": "BTCUSDT"}').startswith("BTCUSDT: ")
+    assert tools["get_price"].run("BTCUSDT", "ETHUSDT") == "get_price takes 1 argument(s): symbol."
     assert tools["get_portfolio"].run().startswith("No portfolio snapshot yet")
     done = run_example(
         "crewai_agent.py", {"AGENTEXCHANGE_API_KEY": "ak_test", "AGENTEXCHANGE_WS_URL": sim.url}

@@ -6,6 +6,7 @@ agent = Agent(role=..., tools=make_tools(ws))
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 try:
@@ -30,13 +31,28 @@ def to_crewai(spec: ToolSpec) -> BaseTool:
     }
     schema: type[BaseModel] = create_model(f"{spec.name.title().replace('_', '')}Input", **fields)
     run = spec.run
+    names = list(spec.args)
 
     class Tool(BaseTool):
         name: str = spec.name
         description: str = spec.description
         args_schema: type[BaseModel] = schema
 
-        def _run(self, **kwargs: Any) -> str:
+        def _run(self, *args: Any, **kwargs: Any) -> str:
+            # CrewAI agents also call tool.run("BTCUSDT") or tool.run('{"symbol": "BTCUSDT"}').
+            if len(args) == 1 and isinstance(args[0], str) and args[0].lstrip().startswith("{"):
+                try:
+                    given = json.loads(args[0])
+                except ValueError:
+                    given = None
+                if isinstance(given, dict):
+                    args, kwargs = (), {**given, **kwargs}
+            if len(args) > len(names):
+                return f"{spec.name} takes {len(names)} argument(s): {', '.join(names) or 'none'}."
+            kwargs = {**dict(zip(names, args, strict=False)), **kwargs}
+            unknown = ", ".join(sorted(set(kwargs) - set(names)))
+            if unknown:
+                return f"{spec.name} has no argument {unknown}; it takes: {', '.join(names) or 'none'}."
             return run(**kwargs)
 
     Tool.__name__ = Tool.__qualname__ = schema.__name__.removesuffix("Input") + "Tool"
