@@ -26,6 +26,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
+import attrs
+
 from .backoff import BackoffPolicy
 from .connection import Connection, Dialect
 from .dialects import ErrorMessage, Subscribed, Unsubscribed, Verdict
@@ -858,6 +860,48 @@ class AgentExchangeWS(BaseClient):
         tickers = self._state.tickers
         ticker = self._state.wait(lambda: tickers.get(sym), timeout, f"price for {sym}")
         return ticker.price
+
+    def lookup_price(self, symbol: str, timeout: float = 3.0) -> Decimal | None:
+        """A price for a one-off question (an agent's tool); blocks up to ``timeout``.
+
+        The cached price if there is one; otherwise a temporary subscription is
+        made and the first price awaited. A symbol that brings no price within
+        ``timeout`` (not listed, a typo) does not keep its subscription, and a
+        lookup never widens the connection to ``ticker_all``.
+
+        Returns:
+            The price, or None when none came within ``timeout``.
+
+        Raises:
+            SubscriptionLimitError: the subscription slots are full; a new
+                symbol could only be served by streaming every pair.
+            AuthenticationError, ClientClosedError: the client ended meanwhile.
+        """
+        sym = normalize_symbol(symbol)
+        ticker = self._state.ticker(sym)
+        if ticker is not None:
+            return ticker.price
+        added = False
+        with self._lock:
+            if not self._interest.wants_ticker(sym):
+                trial = attrs.evolve(self._interest, tickers={*self._interest.tickers, sym})
+                if trial.plan().via_ticker_all and not self._interest.plan().via_ticker_all:
+                    raise SubscriptionLimitError(
+                        f"no slot left to subscribe to {sym}: every subscription of this connection "
+                        "is taken, and a guess must not switch it to ticker_all",
+                        code="SUBSCRIPTION_LIMIT",
+                    )
+                self._interest.tickers.add(sym)
+                self._resubscribe()
+                added = True
+        tickers = self._state.tickers
+        try:
+            return self._state.wait(lambda: tickers.get(sym), timeout, f"price for {sym}").price
+        except TimeoutError:
+            return None
+        finally:
+            if added and sym not in tickers:
+                self.unsubscribe_ticker(sym)
 
     def wait_for_order(
         self, order_id: str, status: str | None = "filled", timeout: float | None = 30.0

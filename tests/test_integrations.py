@@ -249,3 +249,29 @@ def test_crewai_tools_throughrun_example(sim: Simulator, client: Make) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "get_price -> BTCUSDT: " in done.stdout
+
+
+def test_an_llm_guessing_symbols_never_holds_or_widens_subscriptions(sim: Simulator, client: Make) -> None:
+    # Toward "tools an LLM cannot misuse": an unknown symbol cost a slot for good,
+    # and about ten guesses moved the whole connection to ticker_all.
+    from agentx_sync.integrations.tools import agentexchange_tools
+
+    ws = client()
+    ws.subscribe_ticker(*[f"S{i}USDT" for i in range(9)], "BTCUSDT")  # every slot taken
+    ws.start().wait_connected(5)
+    eventually(lambda: len(ws.health().subscriptions) == 10, what="ten subscriptions")
+    tools = {t.name: t for t in agentexchange_tools(ws, wait=0.3)}
+    answer = tools["get_price"].run(symbol="NOPEUSDT")
+    assert answer.startswith("No price for NOPEUSDT") and "10 subscriptions" in answer
+    ws.unsubscribe_ticker("S0USDT")  # one slot free: a guess may use it, then gives it back
+    eventually(lambda: len(ws.health().subscriptions) == 9, what="a free slot")
+    assert "none arrived within" in tools["get_price"].run(symbol="NOPEUSDT")
+    eventually(lambda: "ticker:NOPEUSDT" not in ws.health().subscriptions, what="the guess to be dropped")
+    assert "NOPEUSDT" not in ws.subscriptions()
+    sent = len(sim.received())
+    assert "just now" in tools["get_price"].run(symbol="nopeusdt")  # answered at once, from memory
+    assert len(sim.received()) == sent
+    for i in range(12):
+        tools["get_price"].run(symbol=f"GUESS{i}USDT")
+    assert all(m.get("channel") != "ticker_all" for m in sim.received() if isinstance(m, dict))
+    assert tools["get_price"].run(symbol="BTCUSDT").startswith("BTCUSDT: ")

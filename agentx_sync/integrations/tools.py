@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 
 from ..client import AgentExchangeWS, BaseClient, NexgentWS
-from ..errors import AgentXError
+from ..errors import AgentXError, SubscriptionLimitError
 from ..models import ConnectionState
 from ..numbers import display
 
@@ -57,6 +57,11 @@ def _number(value: Decimal | None) -> str:
     return display(value)  # bounded, whatever the cache holds
 
 
+#: How long a symbol that brought no price is answered from memory.
+_FORGET = 60.0
+_LISTED = "Is the symbol listed on AgentExchange?"
+
+
 def _clip(value: object, limit: int = 40) -> str:
     """Wire text, shortened: an answer stays short whatever the server sent."""
     text = str(value)
@@ -66,19 +71,29 @@ def _clip(value: object, limit: int = 40) -> str:
 def agentexchange_tools(ws: AgentExchangeWS, *, wait: float = 3.0) -> list[ToolSpec]:
     """Price, orders and portfolio tools over a running :class:`AgentExchangeWS`."""
 
+    misses: dict[str, float] = {}  # symbol -> when it last brought no price
+
     def get_price(symbol: str) -> str:
         symbol = symbol.strip().upper()
         if not symbol:
             return "Give a trading pair such as BTCUSDT."
+        shown = _clip(symbol, 24)
+        missed = misses.get(symbol)
+        if missed is not None and time.monotonic() - missed < _FORGET and ws.get_cached_price(symbol) is None:
+            return f"No price for {shown}: none came when it was asked for just now. {_LISTED}"
         try:
-            price = ws.get_cached_price(symbol)
-            if price is None:
-                price = ws.wait_for_price(symbol, timeout=wait)  # subscribes if needed
-        except TimeoutError:
-            return f"No price for {symbol} yet: none arrived within {wait:g} s. Is the symbol listed?"
+            price = ws.lookup_price(symbol, timeout=wait)  # never keeps a guess subscribed
+        except SubscriptionLimitError:
+            return f"No price for {shown}: this connection cannot follow another symbol (10 subscriptions)."
         except AgentXError as exc:
-            return f"No price for {symbol}: {exc}"
-        return f"{symbol}: {display(price)} ({_age(ws.price_age(symbol))}){_link(ws)}"
+            return f"No price for {shown}: {_clip(exc, 200)}"
+        if price is None:
+            if len(misses) >= 1000:
+                misses.clear()
+            misses[symbol] = time.monotonic()
+            return f"No price for {shown} yet: none arrived within {wait:g} s. {_LISTED}"
+        misses.pop(symbol, None)
+        return f"{shown}: {display(price)} ({_age(ws.price_age(symbol))}){_link(ws)}"
 
     def get_orders(order_id: str = "") -> str:
         if order_id:
