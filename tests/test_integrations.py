@@ -83,9 +83,16 @@ def test_langchain_positions_tool_for_nexgent(
     nsim.send_prices(agent, {raw["tokenAddress"]: 0.00015})
     eventually(lambda: ws.get_cached_price(raw["tokenAddress"]) == Decimal("0.00015"))
     positions = tools["get_positions"].invoke({})
-    assert positions.startswith("BONK: holding 1000") and "P/L 50.00%" in positions
+    # Both names of the token: the symbol an LLM reads, the address the price tool takes.
+    assert positions.startswith(f"BONK ({raw['tokenAddress']}): holding 1000") and "P/L 50.00%" in positions
     price = tools["get_token_price"].invoke({"token_address": raw["tokenAddress"].upper()})
     assert "0.00015 SOL" in price
+    # The symbol the positions tool shows works as well (it said "not held" before).
+    by_symbol = tools["get_token_price"].invoke({"token_address": "bonk"})
+    assert by_symbol.startswith(f"BONK ({raw['tokenAddress']}): 0.00015 SOL"), by_symbol
+    assert "prices come only for tokens the agent holds" in tools["get_token_price"].invoke(
+        {"token_address": "WIF"}
+    )
 
 
 def test_tools_say_when_the_connection_is_down(sim: Simulator, client: Make) -> None:

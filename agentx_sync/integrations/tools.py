@@ -68,6 +68,11 @@ def _clip(value: object, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _token_name(symbol: str | None, address: str) -> str:
+    """``BONK (DezX...)``: the symbol an LLM reads and the address the price tool also takes."""
+    return f"{_clip(symbol, 24)} ({_clip(address, 64)})" if symbol else _clip(address, 64)
+
+
 def agentexchange_tools(ws: AgentExchangeWS, *, wait: float = 3.0) -> list[ToolSpec]:
     """Price, orders and portfolio tools over a running :class:`AgentExchangeWS`."""
 
@@ -165,20 +170,36 @@ def nexgent_tools(ws: NexgentWS, *, wait: float = 3.0) -> list[ToolSpec]:
         lines = []
         for p in positions:
             pnl = "P/L n/a" if p.profit_loss_percent is None else f"P/L {display(p.profit_loss_percent, 2)}%"
+            name = (
+                f"{_clip(p.token_symbol, 24)} ({_clip(p.token_address, 64)})"
+                if p.token_symbol
+                else p.token_address
+            )
             lines.append(
-                f"{(p.token_symbol or p.token_address)[:48]}: holding {_number(p.holding)}, bought at "
+                f"{_clip(name, 96)}: holding {_number(p.holding)}, bought at "
                 f"{_number(p.purchase_price)} SOL, now {_number(p.current_price)} SOL, {pnl} "
                 f"({_number(p.profit_loss_sol)} SOL)"
             )
         return "\n".join(lines) + stale + _link(ws)
 
     def get_token_price(token_address: str) -> str:
-        price = ws.get_cached_price(token_address)
+        # An address or, as the positions tool shows it, a symbol (BONK).
+        token = token_address.strip()
+        address, label = token, _clip(token, 64)
+        if ws.get_cached_price(token) is None:
+            held = [p for p in ws.get_positions() if (p.token_symbol or "").casefold() == token.casefold()]
+            if len({p.token_address.lower() for p in held}) > 1:
+                addresses = ", ".join(sorted({_clip(p.token_address, 64) for p in held}))
+                return f"{label} names several tokens the agent holds: {addresses}. Ask by address."
+            if held:
+                address = held[0].token_address
+                label = _token_name(held[0].token_symbol, address)
+        price = ws.get_cached_price(address)
         if price is None:
-            return f"No price for {token_address} yet: prices come only for tokens the agent holds."
-        usd = ws.get_cached_price_usd(token_address)
+            return f"No price for {label} yet: prices come only for tokens the agent holds."
+        usd = ws.get_cached_price_usd(address)
         usd_text = f" ({display(usd)} USD)" if usd is not None else ""
-        return f"{token_address[:64]}: {display(price)} SOL{usd_text}{_link(ws)}"
+        return f"{label}: {display(price)} SOL{usd_text}{_link(ws)}"
 
     return [
         ToolSpec(
@@ -189,8 +210,14 @@ def nexgent_tools(ws: NexgentWS, *, wait: float = 3.0) -> list[ToolSpec]:
         ),
         ToolSpec(
             "get_token_price",
-            "Latest price of a Solana token the agent holds, in SOL and USD, by its token address.",
-            {"token_address": (str, "The token's mint address (any letter case).", ...)},
+            "Latest price of a Solana token the agent holds, in SOL and USD, by its token address or symbol.",
+            {
+                "token_address": (
+                    str,
+                    "The token's mint address (any letter case) or its symbol, e.g. BONK.",
+                    ...,
+                )
+            },
             get_token_price,
         ),
     ]
