@@ -296,6 +296,16 @@ def _run_watch(args: argparse.Namespace) -> int:
         ws.close()
 
 
+def _interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.05 <= value <= 60:
+        raise argparse.ArgumentTypeError("must be between 0.05 and 60 seconds")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agentx-sync", description="Live trading data for AI agents, without asyncio."
@@ -316,7 +326,9 @@ def _parser() -> argparse.ArgumentParser:
 
     for name, text in (("demo", "start the simulator and watch it live"), ("watch", "show a live table")):
         cmd = commands.add_parser(name, help=text, description=text)
-        cmd.add_argument("--interval", type=float, default=0.5, help="seconds between redraws")
+        cmd.add_argument(
+            "--interval", type=_interval, default=0.5, help="seconds between redraws (0.05 to 60)"
+        )
         cmd.add_argument("--duration", type=float, default=None, help="stop after N seconds")
         cmd.add_argument("--plain", action="store_true", help="print plain text, no live redraw")
         if name == "demo":
@@ -344,6 +356,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run(args)
     except KeyboardInterrupt:
         print("\nStopped.", file=sys.stderr)
+        return 0
+    except BrokenPipeError:
+        # The reader went away (`agentx-sync watch --plain | head`): end quietly,
+        # and keep Python from complaining when it flushes stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
         return 0
     except CliError as exc:
         print(f"agentx-sync: {exc}", file=sys.stderr)

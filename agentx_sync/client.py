@@ -111,6 +111,20 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` that points a warning at the first frame outside this package
+    (the user's cell or line), however many library frames (``start()`` overrides) sit between."""
+    frame = sys._getframe(1)
+    level = 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR + os.sep):
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return level
+
+
 def _interactive() -> bool:
     """True inside an IPython shell or kernel (a notebook), where cells are re-run."""
     ipython = sys.modules.get("IPython")
@@ -244,7 +258,7 @@ class BaseClient:
                 + ("" if closed else "; one of its threads did not end in time")
             )
             log.warning(message)
-            warnings.warn(message, ReplacedClientWarning, stacklevel=3)
+            warnings.warn(message, ReplacedClientWarning, stacklevel=_user_stacklevel())
 
     def close(self, timeout: float = 5.0) -> bool:
         """Close the connection and join every thread of this client (idempotent).

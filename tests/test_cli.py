@@ -160,3 +160,39 @@ def test_version() -> None:
 
     done = run("--version")
     assert done.returncode == 0 and done.stdout.strip() == f"agentx-sync {agentx_sync.__version__}"
+
+
+def test_watch_into_a_closed_pipe_exits_quietly() -> None:
+    with Simulator(rate=100) as sim:
+        watch = subprocess.Popen(
+            [
+                *CMD,
+                "watch",
+                "BTCUSDT",
+                "--url",
+                sim.url,
+                "--api-key",
+                "ak_test",
+                "--plain",
+                "--interval",
+                "0.05",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert watch.stdout is not None
+        assert watch.stdout.readline()  # it is drawing; now the reader goes away (| head)
+        watch.stdout.close()
+        try:
+            code = watch.wait(timeout=30)
+        finally:
+            watch.kill()
+        stderr = watch.stderr.read() if watch.stderr else ""
+    assert code == 0 and "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
+
+
+def test_interval_is_bounded() -> None:
+    for bad in ("0", "-1", "1000", "soon"):
+        done = run("watch", "BTCUSDT", "--url", "ws://127.0.0.1:9", "--api-key", "k", "--interval", bad)
+        assert done.returncode == 2 and "argument --interval" in done.stderr, done.stderr

@@ -282,3 +282,15 @@ def test_an_llm_guessing_symbols_never_holds_or_widens_subscriptions(sim: Simula
         tools["get_price"].run(symbol=f"GUESS{i}USDT")
     assert all(m.get("channel") != "ticker_all" for m in sim.received() if isinstance(m, dict))
     assert tools["get_price"].run(symbol="BTCUSDT").startswith("BTCUSDT: ")
+
+
+def test_the_replace_warning_points_at_the_users_line(sim: Simulator) -> None:
+    first = AgentExchangeWS(api_key="ak_test", base_url=sim.url, replace_running=True).start()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        second = AgentExchangeWS(api_key="ak_test", base_url=sim.url, replace_running=True).start()
+    try:
+        replaced = [w for w in caught if issubclass(w.category, ReplacedClientWarning)]
+        assert replaced and replaced[0].filename == __file__, replaced[0].filename
+    finally:
+        assert second.close(2) and first.close(2)
