@@ -24,8 +24,8 @@ from typing import Any
 
 from . import __version__
 from .client import AgentExchangeWS, BaseClient, NexgentWS
-from .errors import AgentXError, AuthenticationError
-from .models import ConnectionState
+from .errors import AgentXError, AuthenticationError, ConnectionLostError
+from .models import Connected, ConnectionState, Disconnected
 from .numbers import display
 
 __all__ = ["main"]
@@ -162,7 +162,7 @@ def watch(
 ) -> int:
     """Connect, then redraw the board every ``interval`` s until Ctrl-C or ``duration``."""
     try:
-        ws.start().wait_connected(timeout=timeout)
+        _connect(ws, timeout)
     except AuthenticationError as exc:
         raise CliError(f"authentication refused: {exc}", EXIT_AUTH) from None
     except AgentXError as exc:
@@ -294,6 +294,29 @@ def _run_watch(args: argparse.Namespace) -> int:
         )
     finally:
         ws.close()
+
+
+def _connect(ws: BaseClient, timeout: float) -> None:
+    """Start ``ws`` and block until it is connected; fail at the first refused attempt.
+
+    A command-line user wants to hear at once that the host is unreachable,
+    not after ``timeout`` seconds of retries.
+
+    Raises:
+        AgentXError: the first attempt failed (the client keeps no retries going).
+        TimeoutError: neither a connection nor a failure within ``timeout``.
+    """
+    ws.start()
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        if ws.state in (ConnectionState.FAILED, ConnectionState.REPLACED):
+            ws.wait_connected(timeout=0)  # raises the fatal error
+        event = ws.get_event(timeout=min(left, 0.25))
+        if isinstance(event, Connected):
+            return
+        if isinstance(event, Disconnected) and event.retry_in is not None and event.error is not None:
+            raise ConnectionLostError(f"cannot connect to {ws.health().url}: {event.error}")
+    raise TimeoutError
 
 
 def _interval(text: str) -> float:

@@ -111,6 +111,19 @@ def test_errors_are_one_line_and_a_non_zero_exit() -> None:
     assert missing.returncode == 2 and "api-key" in missing.stderr
 
 
+def test_an_unreachable_host_is_reported_once_as_soon_as_known() -> None:
+    # Toward issue 12: a refused connection was reported only after --timeout.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    down = run(  # run()'s own 60 s limit ends the test if the client waits out --timeout
+        "watch", "BTCUSDT", "--url", f"ws://127.0.0.1:{port}", "--api-key", "k", "--timeout", "600", "--plain"
+    )
+    assert down.returncode == 1 and down.stderr.count("\n") == 1, down.stderr
+    assert down.stderr.startswith(f"agentx-sync: cannot connect to ws://127.0.0.1:{port}")
+    assert "Connection refused" in down.stderr
+
+
 def test_sim_runs_and_stops() -> None:
     done = run("sim", "--port", "0", "--duration", "0.5")
     assert done.returncode == 0, done.stderr
