@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import socket
 import ssl
 from collections.abc import Iterator
 from decimal import Decimal
@@ -218,3 +219,13 @@ def test_an_ssl_context_with_a_plain_url_is_refused() -> None:
     with pytest.raises(ValueError, match="not wss://"):
         NexgentWS("http://127.0.0.1:4000", "eyJ.x", "agent", ssl_context=context)
     assert AgentExchangeWS("ak_test", "https://127.0.0.1:8000", ssl_context=context)
+
+
+def test_a_simulator_that_cannot_listen_leaves_no_thread_behind() -> None:
+    # Toward issue 12 (notebooks): a failed Simulator.start() left its loop thread
+    # running; the leak fixture fails this test if it still does.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(OSError):
+            Simulator(port=taken.getsockname()[1]).start()

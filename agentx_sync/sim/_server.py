@@ -127,8 +127,15 @@ class SimBase:
         self._thread = threading.Thread(target=run, name=self.thread_name, daemon=True)
         self._thread.start()
         ready.wait()
-        self.call(self._listen())
-        self.call(self._started())
+        try:
+            self.call(self._listen())
+            self.call(self._started())
+        except BaseException:
+            # A port in use (a notebook cell run twice): leave no loop thread behind.
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(10)
+            self._thread = None
+            raise
         return self
 
     def stop(self) -> None:
