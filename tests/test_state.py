@@ -11,6 +11,8 @@ from agentx_sync.errors import ClientClosedError
 from agentx_sync.models import Order, OrderStatus, Ticker
 from agentx_sync.state import State
 
+from .conftest import eventually
+
 
 def ticker(symbol: str, price: str) -> Ticker:
     return Ticker(symbol, Decimal(price), None, None)
@@ -104,8 +106,7 @@ def test_a_waiter_sees_its_order_update_among_hundreds_in_one_batch() -> None:
 
     thread = threading.Thread(target=wait)
     thread.start()
-    while not s._watched:
-        threading.Event().wait(0.001)
+    eventually(lambda: s._watched, what="the waiter to register")
     s.apply([Order("x", OrderStatus.FILLED)] + [Order(str(i), OrderStatus.PENDING) for i in range(150)])
     thread.join(5)
     assert result and result[0].order_id == "x" and result[0].status == OrderStatus.FILLED

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import decimal
+import json
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -136,3 +137,17 @@ def test_wire_text_is_bounded() -> None:
     batch = '{"type":"price_update_batch","data":{"updates":[{"tokenAddress":"%s","price":1}]}}'
     with pytest.raises(ProtocolError):
         nexgent.decode(batch % ("a" * 129), 0.0)
+
+
+@pytest.mark.parametrize("text", REFUSED_PRICES, ids=repr)
+def test_the_tickers_fast_path_refuses_what_as_price_refuses(text: str) -> None:
+    # The well-formed ticker's path inlines as_price's checks: this holds the two equal.
+    from agentx_sync.dialects import agentexchange
+
+    message = {
+        "channel": "ticker",
+        "symbol": "BTCUSDT",
+        "data": {"price": text, "quantity": "0.5", "timestamp": "2026-11-21T12:00:00Z"},
+    }
+    with pytest.raises(ProtocolError):
+        agentexchange.decode(json.dumps(message), 0.0)
