@@ -9,6 +9,8 @@ caller's thread.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import copy
 import hashlib
 import html
@@ -192,6 +194,8 @@ class BaseClient:
         self._server_errors = 0
         self._last_error: str | None = None
         self._fatal: AgentXError | None = None
+        # Called with every new status (by connect(), to wake its event loop).
+        self._watchers: tuple[Callable[[ConnectionState], None], ...] = ()
         _clients.add(self)
 
     # -- lifecycle -------------------------------------------------------------
@@ -332,6 +336,53 @@ class BaseClient:
             self.close()
             raise
         # Woken by the state change itself rather than by the error: raise it all the same.
+        if self._fatal is not None:
+            raise copy.copy(self._fatal)
+
+    async def connect(self) -> None:
+        """Run the client until close() or an error that ends it, for asyncio code.
+
+        The drop-in for the platform's asyncio SDK: ``await ws.connect()``, or
+        ``asyncio.gather(ws.connect(), strategy())``. It starts the client
+        (the IO thread does the network work, so the event loop is never
+        blocked) and returns when the client is closed. While it is awaited,
+        ``async def`` callbacks run on this event loop, one at a time and in
+        order with the plain ones (which stay on the dispatcher thread);
+        otherwise they run on a loop thread of the client's own. Cancelling
+        the awaiting task (Ctrl-C under ``asyncio.run``) closes the client.
+
+        Raises:
+            AuthenticationError: the credentials were refused (and any other
+                error that ends the client for good).
+        """
+        loop = asyncio.get_running_loop()
+        ended: asyncio.Future[None] = loop.create_future()
+
+        def resolve() -> None:
+            if not ended.done():
+                ended.set_result(None)
+
+        def watch(status: ConnectionState) -> None:
+            if status in _ENDED:
+                with contextlib.suppress(RuntimeError):  # that loop has closed
+                    loop.call_soon_threadsafe(resolve)
+
+        with self._lock:
+            self._watchers = (*self._watchers, watch)
+        self._dispatcher.loop = loop
+        try:
+            self.start()
+            if self._status in _ENDED:
+                resolve()
+            await ended
+        except asyncio.CancelledError:
+            self.close()
+            raise
+        finally:
+            with self._lock:
+                self._watchers = tuple(w for w in self._watchers if w is not watch)
+            if self._dispatcher.loop is loop:
+                self._dispatcher.loop = None
         if self._fatal is not None:
             raise copy.copy(self._fatal)
 
@@ -489,7 +540,7 @@ class BaseClient:
         self._events.put_many((ErrorEvent(error),))
         for callback in self._callbacks.get(("error",), ()):
             try:
-                callback(error)
+                self._dispatcher.call(callback, error)
             except BaseException:  # even SystemExit: the dispatcher thread must live on
                 log.exception("an on_error callback raised")
 
@@ -497,6 +548,8 @@ class BaseClient:
         with self._state.cond:
             self._status = status
             self._state.cond.notify_all()
+        for watch in self._watchers:
+            watch(status)
 
     # -- the IO thread's hooks ----------------------------------------------------
 
@@ -568,7 +621,10 @@ class AgentExchangeWS(BaseClient):
 
     Args:
         api_key: the agent's api key (``ak_live_...``); never logged.
-        base_url: ``ws(s)://`` or ``http(s)://`` root of the platform.
+        base_url: ``ws(s)://`` or ``http(s)://`` root of the platform. By
+            default ``$AGENTEXCHANGE_WS_URL`` when set (the variable the
+            platform's examples use), else ``ws://localhost:8000`` (the SDK's
+            default).
         stale_timeout: seconds without any message before the connection is
             considered dead and re-opened (the server pings every 30 s).
         connect_timeout: seconds allowed to open a connection.
@@ -591,7 +647,7 @@ class AgentExchangeWS(BaseClient):
     def __init__(
         self,
         api_key: str,
-        base_url: str = "ws://localhost:8000",
+        base_url: str | None = None,
         *,
         stale_timeout: float = 40.0,
         connect_timeout: float = 10.0,
@@ -603,6 +659,8 @@ class AgentExchangeWS(BaseClient):
         replace_running: bool | None = None,
         coalesce: float = 0.0,
     ) -> None:
+        if base_url is None:
+            base_url = os.environ.get("AGENTEXCHANGE_WS_URL") or "ws://localhost:8000"
         super().__init__(
             AgentExchangeDialect(base_url, api_key),
             stale_timeout=stale_timeout,

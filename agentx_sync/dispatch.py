@@ -3,14 +3,24 @@
 The IO thread only appends to queues here; user code runs on the dispatcher
 thread (``agentx-sync-dispatch``), in arrival order, so a slow or failing
 callback never stalls reading, heartbeats or reconnects.
+
+Coroutine callbacks (``async def``) run on an event loop: the caller's, while
+the client runs under ``await ws.connect()``, else a loop thread of the
+client's own (``agentx-sync-async``, started at the first one). The
+dispatcher waits for each to finish before the next callback, so the order
+holds for both kinds, as it does when the platform's asyncio SDK awaits its
+handlers one by one.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import inspect
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Generic, TypeVar
 
 from .errors import CallbackError
@@ -93,8 +103,44 @@ class EventQueue(Generic[T]):
             self._items.clear()
 
 
+class LoopThread:
+    """An asyncio event loop on a named daemon thread, for coroutine callbacks."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._run, name="agentx-sync-async", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        loop = self.loop
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_forever()
+            # Tasks a callback left behind are cancelled, given one pass to
+            # clean up, and then dropped with the loop.
+            tasks = asyncio.all_tasks(loop)
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                loop.run_until_complete(asyncio.wait(tasks, timeout=1.0))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
+
+    def stop(self, timeout: float) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        except RuntimeError:  # closed already
+            return
+        self.thread.join(timeout)
+
+
 class Dispatcher:
     """Runs ``(callbacks, argument)`` jobs on one named daemon thread.
+
+    A callback that returns an awaitable (an ``async def`` one) has it run on
+    :attr:`loop` when set (the loop awaiting ``connect()``), else on a
+    :class:`LoopThread` of its own, and waits for it before going on.
 
     Args:
         maxsize: jobs held while callbacks are busy; beyond it the oldest are
@@ -106,9 +152,13 @@ class Dispatcher:
     def __init__(self, maxsize: int, on_error: Callable[[CallbackError], None]) -> None:
         self.queue: EventQueue[tuple[tuple[Callback, ...], Any]] = EventQueue(maxsize)
         self.errors = 0
+        #: The event loop for coroutine callbacks, while ``connect()`` is awaited on it.
+        self.loop: asyncio.AbstractEventLoop | None = None
         self._on_error = on_error
         self._thread: threading.Thread | None = None
         self._stop = False
+        self._loop_thread: LoopThread | None = None
+        self._awaiting: concurrent.futures.Future[Any] | None = None
 
     @property
     def thread(self) -> threading.Thread | None:
@@ -121,10 +171,13 @@ class Dispatcher:
         self._thread.start()
 
     def after_fork(self) -> None:
-        """In a forked child: the thread does not exist there."""
+        """In a forked child: the threads do not exist there."""
         self.queue.after_fork()
         self._stop = True
         self._thread = None
+        self._loop_thread = None
+        self._awaiting = None
+        self.loop = None
 
     def submit(self, jobs: Iterable[tuple[tuple[Callback, ...], Any]]) -> None:
         self.queue.put_many(jobs)
@@ -137,6 +190,9 @@ class Dispatcher:
         """
         self._stop = True
         self.queue.close()
+        awaiting = self._awaiting
+        if awaiting is not None:  # a coroutine callback: cancel it rather than wait
+            awaiting.cancel()
         thread = self._thread
         if thread is None or thread is threading.current_thread():
             return True
@@ -146,6 +202,14 @@ class Dispatcher:
     def _run(self) -> None:
         # Nothing a callback does ends this thread: not an exception whose
         # str() raises, not SystemExit, not KeyboardInterrupt raised in it.
+        try:
+            self._serve()
+        finally:
+            loop_thread, self._loop_thread = self._loop_thread, None
+            if loop_thread is not None:
+                loop_thread.stop(2.0)
+
+    def _serve(self) -> None:
         get_all = self.queue.get_all
         while True:
             jobs = get_all(None)
@@ -156,9 +220,51 @@ class Dispatcher:
                     if self._stopped():
                         return
                     try:
-                        callback(arg)
+                        result = callback(arg)
+                        if result is not None and inspect.isawaitable(result):
+                            self.wait_for(result)
                     except BaseException as exc:
                         self._failed(callback, exc)
+
+    def call(self, callback: Callback, arg: Any) -> None:
+        """Call ``callback(arg)`` here, awaiting it if it is a coroutine function."""
+        result = callback(arg)
+        if result is not None and inspect.isawaitable(result):
+            self.wait_for(result)
+
+    def wait_for(self, awaitable: Awaitable[Any]) -> None:
+        """Run ``awaitable`` on the callbacks' event loop; block until it ends.
+
+        Raises what it raises. Returns quietly when it was cancelled: by
+        close(), or because its loop stopped or closed (a coroutine cannot
+        outlive the loop it runs on, and must not hold the dispatcher).
+        """
+        coro = awaitable if asyncio.iscoroutine(awaitable) else _awaited(awaitable)
+        loop = self.loop
+        try:
+            future = asyncio.run_coroutine_threadsafe(coro, loop or self._own_loop())
+        except RuntimeError:  # the caller's loop closed under us: use our own
+            loop = None
+            future = asyncio.run_coroutine_threadsafe(coro, self._own_loop())
+        self._awaiting = future
+        try:
+            while True:
+                try:
+                    future.result(timeout=1.0)
+                    return
+                except concurrent.futures.TimeoutError:
+                    if self._stop or (loop is not None and (loop.is_closed() or not loop.is_running())):
+                        future.cancel()
+                except concurrent.futures.CancelledError:
+                    log.debug("a coroutine callback was cancelled")
+                    return
+        finally:
+            self._awaiting = None
+
+    def _own_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop_thread is None:
+            self._loop_thread = LoopThread()
+        return self._loop_thread.loop
 
     def _stopped(self) -> bool:
         return self._stop
@@ -174,6 +280,10 @@ class Dispatcher:
             self._on_error(error)
         except BaseException:  # an on_error hook that failed in turn: say so, carry on
             log.critical("reporting a callback's error failed", exc_info=True)
+
+
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
 
 
 def safe_str(exc: BaseException, limit: int = 300) -> str:

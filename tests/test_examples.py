@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from agentx_sync.sim import NexgentSimulator, Simulator
 
 from .conftest import EXAMPLES, run_example
@@ -20,13 +22,14 @@ def test_seed_price_stream_example_with_only_the_import_changed() -> None:
     assert "Traceback" not in done.stderr
 
 
-def test_nexgent_positions_example_runs_threaded() -> None:
+@pytest.mark.parametrize("script", ["nexgent_positions.py", "nexgent_positions_async.py"])
+def test_nexgent_positions_example_runs_threaded_and_under_asyncio(script: str) -> None:
     with NexgentSimulator(price_interval=0.2) as sim:
         agent = sim.add_agent()
         sim.open_position(agent, symbol="BONK", purchase_price=0.00002, amount=10_000, notify=False)
         sim.open_position(agent, symbol="WIF", purchase_price=0.012, amount=10, notify=False)
         done = run_example(
-            "nexgent_positions.py",
+            script,
             {
                 "NEXGENT_API_URL": sim.url.replace("ws://", "http://"),
                 "NEXGENT_TOKEN": sim.issue_token(),
@@ -39,3 +42,4 @@ def test_nexgent_positions_example_runs_threaded() -> None:
     assert "Received 2 positions" in done.stdout
     assert done.stdout.count("  BONK: ") >= 3  # initial data, then price batches
     assert "Traceback" not in done.stderr
+    assert "never awaited" not in done.stderr
