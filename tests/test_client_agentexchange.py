@@ -99,9 +99,9 @@ def test_candles_orders_portfolio_and_wait_for_order(sim: Simulator, client: Mak
     candles: list[Candle] = []
     ws.on_candles("BTCUSDT", "1m")(candles.append)
     ws.start().wait_connected(5)
-    order_id = sim.place_order("BTCUSDT", "buy", "0.5")
+    order_id = sim.place_order("BTCUSDT", "buy", "0.1")
     filled = ws.wait_for_order(order_id, status="filled", timeout=5)
-    assert filled.executed_quantity == Decimal("0.5") and isinstance(filled.executed_price, Decimal)
+    assert filled.executed_quantity == Decimal("0.1") and isinstance(filled.executed_price, Decimal)
     assert [o.status for o in ws.get_orders()] == ["pending", "filled"]
     assert ws.get_order(order_id) == filled
     portfolio = eventually(ws.get_portfolio)

@@ -50,6 +50,7 @@ def test_langchain_tools_through_invoke(sim: Simulator, client: Make) -> None:
     assert unknown.startswith("No price for NOPEUSDT yet")
 
     assert tools["get_portfolio"].invoke({}).startswith("No portfolio snapshot yet")
+    ws.wait_for_order(sim.place_order("ETHUSDT", "buy", "0.5"), timeout=5)
     order_id = sim.place_order("ETHUSDT", "sell", "0.3")
     ws.wait_for_order(order_id, timeout=5)
     eventually(lambda: ws.get_portfolio() is not None)

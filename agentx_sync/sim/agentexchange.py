@@ -3,7 +3,9 @@
 Random-walk prices for any number of symbols at a chosen rate, subscriptions
 with the 10-slot limit and the server's own error codes and odd messages,
 JSON pings with a disconnect when no ``{"action":"pong"}`` comes, orders that
-fill, and portfolio snapshots after each fill.
+fill or are rejected (beyond the cash or the holding, as the platform does),
+and portfolio snapshots after each fill, from an average-cost account
+(``_account.py``) whose figures add up.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ import time
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from typing import Any
 
+from ._account import Account, quantity_for, tick_size
 from ._server import SimBase, SimConnection
 
 __all__ = ["DEFAULT_SYMBOLS", "AgentExchangeSimulator"]
@@ -28,7 +31,6 @@ DEFAULT_SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT")
 _START_PRICES = {"BTCUSDT": "64500", "ETHUSDT": "3400", "SOLUSDT": "150", "BNBUSDT": "580", "XRPUSDT": "0.52"}
 INTERVALS = ("1m", "5m", "1h", "1d")
 MAX_SUBSCRIPTIONS = 10
-_CENT = Decimal("0.01")
 
 
 def _now_iso() -> str:
@@ -43,13 +45,6 @@ def _missed_pong(conn: SimConnection, ping_sent: float) -> bool:
     return not conn.frozen and conn.last_pong < ping_sent
 
 
-class _Agent:
-    def __init__(self, cash: Decimal) -> None:
-        self.cash = cash
-        self.holdings: dict[str, tuple[Decimal, Decimal]] = {}  # symbol -> (quantity, average cost)
-        self.realized = Decimal(0)
-
-
 class AgentExchangeSimulator(SimBase):
     """An AgentExchange server on 127.0.0.1 for tests, demos and benchmarks.
 
@@ -61,7 +56,9 @@ class AgentExchangeSimulator(SimBase):
         pong_timeout: seconds to wait for ``{"action":"pong"}`` before closing (1000).
         candle_interval: seconds between candle pushes to candle subscribers.
         fill_delay: seconds from "pending" to "filled" for placed orders.
-        auto_trade: place a random order for each connected key every N seconds.
+        auto_trade: place a random order for each connected key every N seconds
+            (a buy for a slice of the cash, or a sell of part of a holding).
+        cash: each key's starting cash (the platform starts agents at 10,000 USDT).
         seed: for reproducible prices.
         auth_status: the HTTP status for a refused key (the real server: 403).
         max_subscriptions: subscriptions allowed per connection (the real server: 10).
@@ -87,10 +84,12 @@ class AgentExchangeSimulator(SimBase):
         auth_status: int = 403,
         max_subscriptions: int = MAX_SUBSCRIPTIONS,
         keepalive: float | None = None,
+        cash: Decimal | str | int = 10_000,
     ) -> None:
         super().__init__(
             host=host, port=port, max_size=max_size, ssl_context=ssl_context, keepalive=keepalive
         )
+        self.cash = Decimal(cash)
         if isinstance(symbols, int):
             symbols = [f"SYM{i:04d}USDT" for i in range(symbols)]
         self.symbols = [s.upper() for s in symbols]
@@ -104,12 +103,11 @@ class AgentExchangeSimulator(SimBase):
         self.auth_status = auth_status
         self.max_subscriptions = max_subscriptions
         self.rng = random.Random(seed)
-        self.prices = {
-            s: Decimal(_START_PRICES.get(s, str(self.rng.uniform(1, 1000)))).quantize(_CENT)
-            for s in self.symbols
-        }
+        start = {s: Decimal(_START_PRICES.get(s, str(self.rng.uniform(1, 1000)))) for s in self.symbols}
+        self.ticks = {s: tick_size(p) for s, p in start.items()}
+        self.prices = {s: p.quantize(self.ticks[s]) for s, p in start.items()}
         self.sent_tickers = 0
-        self._agents: dict[str, _Agent] = {}
+        self._agents: dict[str, Account] = {}
         self._candle_open: dict[str, list[Decimal]] = {}
         self._next_symbol = itertools.cycle(self.symbols)
         self._paused = False
@@ -248,9 +246,9 @@ class AgentExchangeSimulator(SimBase):
 
     async def _tick(self, symbol: str, price: str | None = None) -> None:
         if price is None:
-            old = self.prices[symbol]
-            new = (old * Decimal(1 + self.rng.gauss(0, 0.0005))).quantize(_CENT, ROUND_HALF_UP)
-            self.prices[symbol] = max(new, _CENT)
+            old, step = self.prices[symbol], self.ticks[symbol]
+            new = (old * Decimal(1 + self.rng.gauss(0, 0.0005))).quantize(step, ROUND_HALF_UP)
+            self.prices[symbol] = max(new, step)
         else:
             self.prices[symbol] = Decimal(price)
         self._candle_open.setdefault(symbol, []).append(self.prices[symbol])
@@ -304,8 +302,12 @@ class AgentExchangeSimulator(SimBase):
 
     # -- orders and the portfolio -----------------------------------------------------------
 
-    def _agent(self, api_key: str) -> _Agent:
-        return self._agents.setdefault(api_key, _Agent(Decimal("10000")))
+    def _agent(self, api_key: str) -> Account:
+        return self._agents.setdefault(api_key, Account(self.cash))
+
+    def account(self, api_key: str | None = None) -> Account:
+        """The paper account of ``api_key`` (default: the first key)."""
+        return self._agent(api_key or sorted(self.api_keys)[0])
 
     def place_order(
         self,
@@ -318,8 +320,11 @@ class AgentExchangeSimulator(SimBase):
     ) -> str:
         """Place a market order for ``api_key`` (default: the first key); returns its id.
 
-        It is pushed as ``pending``, then ``filled`` at the current price (or
-        ``rejected`` with the given reason), followed by a portfolio snapshot.
+        It is pushed as ``pending``, then ``filled`` at the current price and
+        followed by a portfolio snapshot, or ``rejected``: with ``reject`` as
+        the reason when given, else when it costs more than the cash
+        (``insufficient_balance``) or sells more than is held
+        (``insufficient_holdings``).
         """
         key = api_key or sorted(self.api_keys)[0]
         order_id = str(uuid.uuid4())
@@ -335,25 +340,18 @@ class AgentExchangeSimulator(SimBase):
 
     async def _fill(self, key: str, base: dict[str, Any], reject: str | None) -> None:
         await asyncio.sleep(self.fill_delay)
+        symbol, qty = base["symbol"], Decimal(base["quantity"])
+        price = self.prices.get(symbol, Decimal("100"))
+        account = self._agent(key)
+        fees_before = account.fees
+        reject = reject or account.fill(symbol, base["side"], qty, price)
         if reject:
             await self._push(
                 key,
                 {"channel": "orders", "data": {**base, "status": "rejected", "rejected_reason": reject}},
             )
             return
-        symbol, qty = base["symbol"], Decimal(base["quantity"])
-        price = self.prices.get(symbol, Decimal("100"))
-        fee = (price * qty * Decimal("0.001")).quantize(Decimal("0.00000001"))
-        agent = self._agent(key)
-        held, cost = agent.holdings.get(symbol, (Decimal(0), Decimal(0)))
-        if base["side"] == "buy":
-            agent.cash -= price * qty + fee
-            total = held + qty
-            agent.holdings[symbol] = (total, (held * cost + qty * price) / total if total else price)
-        else:
-            agent.cash += price * qty - fee
-            agent.realized += (price - cost) * min(qty, held)
-            agent.holdings[symbol] = (held - qty, cost)
+        fee = account.fees - fees_before
         data = {
             **base,
             "status": "filled",
@@ -369,18 +367,7 @@ class AgentExchangeSimulator(SimBase):
         await self._push(key, {"channel": "portfolio", "data": self.portfolio(key)})
 
     def portfolio(self, api_key: str) -> dict[str, str]:
-        agent = self._agent(api_key)
-        value = sum((q * self.prices.get(s, c) for s, (q, c) in agent.holdings.items()), Decimal(0))
-        unrealized = sum(
-            (q * (self.prices.get(s, c) - c) for s, (q, c) in agent.holdings.items()), Decimal(0)
-        )
-        return {
-            "total_equity": str((agent.cash + value).quantize(_CENT)),
-            "available_cash": str(agent.cash.quantize(_CENT)),
-            "unrealized_pnl": str(unrealized.quantize(_CENT)),
-            "realized_pnl": str(agent.realized.quantize(_CENT)),
-            "timestamp": _now_iso(),
-        }
+        return {**self._agent(api_key).snapshot(self.prices), "timestamp": _now_iso()}
 
     async def _push(self, key: str, message: dict[str, Any]) -> None:
         # Like the real server: orders and portfolio go to the agent's
@@ -394,8 +381,19 @@ class AgentExchangeSimulator(SimBase):
         assert self.auto_trade
         while True:
             await asyncio.sleep(self.auto_trade)
-            for key in {c.credential for c in self._conns}:
-                side = self.rng.choice(("buy", "sell"))
-                symbol = self.rng.choice(self.symbols)
-                qty = Decimal(str(round(self.rng.uniform(0.01, 0.5), 3)))
+            for key in sorted({c.credential for c in self._conns}):
+                symbol, side, qty = self._random_order(self._agent(key))
                 await self._order(key, str(uuid.uuid4()), symbol, side, qty, None)
+
+    def _random_order(self, account: Account) -> tuple[str, str, Decimal]:
+        """Sell part of a holding two times in five, else buy with 2-10 % of the cash."""
+        held = sorted(account.holdings)
+        if held and self.rng.random() < 0.4:
+            symbol = self.rng.choice(held)
+            whole = account.holdings[symbol].quantity
+            part = (whole * Decimal(self.rng.choice((1, 2, 4))) / 4).quantize(Decimal("0.000001"), ROUND_DOWN)
+            return symbol, "sell", part if part > 0 else whole
+        symbol = self.rng.choice(self.symbols)
+        notional = account.cash * Decimal(str(round(self.rng.uniform(0.02, 0.10), 4)))
+        qty = quantity_for(notional, self.prices[symbol])
+        return symbol, "buy", qty if qty > 0 else Decimal("0.000001")
