@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Generic, TypeVar
 
-from .errors import CallbackError
+from .errors import CallbackError, safe_str
 
 __all__ = ["Dispatcher", "EventQueue", "describe_callable", "safe_str"]
 
@@ -284,15 +284,6 @@ class Dispatcher:
 
 async def _awaited(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
-
-
-def safe_str(exc: BaseException, limit: int = 300) -> str:
-    """``str(exc)``, shortened, or a placeholder when its ``__str__`` raises."""
-    try:
-        text = str(exc)
-    except BaseException:
-        return f"<{type(exc).__name__} whose str() raised>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def describe_callable(fn: object) -> str:

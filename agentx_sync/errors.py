@@ -171,3 +171,12 @@ _BY_CODE: dict[str, type[ServerError]] = {
 def server_error(message: str, code: str | None = None, request: dict[str, Any] | None = None) -> ServerError:
     """Build the most specific :class:`ServerError` for a server error code."""
     return _BY_CODE.get(code or "", ServerError)(message, code=code, request=request)
+
+
+def safe_str(exc: BaseException, limit: int = 300) -> str:
+    """``str(exc)``, shortened, or a placeholder when its ``__str__`` raises."""
+    try:
+        text = str(exc)
+    except BaseException:
+        return f"<{type(exc).__name__} whose str() raised>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."

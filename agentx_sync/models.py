@@ -5,18 +5,25 @@ bulk, Ticker and Position, are tuples underneath), so getters return them
 without copying and without holding a lock. Records also read like the dicts the
 platforms' own clients pass around: ``data["price"]`` and ``data.price`` are
 the same value, and ``keys()``, ``get()``, ``in`` and ``to_dict()`` work.
+
+``to_dict(json=True)`` gives the JSON-ready form of any record, for
+``json.dumps``, an LLM's tool answer or a web response: decimals as exact
+strings (as the wire carries them), datetimes as ISO 8601, enums as their
+value, nested records as dicts, errors as their type and message.
 """
 
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Iterable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 
+from .errors import safe_str
 from .numbers import CONTEXT
 
 try:
@@ -46,6 +53,7 @@ __all__ = [
     "PriceUpdate",
     "Record",
     "Ticker",
+    "jsonable",
 ]
 
 
@@ -91,8 +99,41 @@ class Record:
         except KeyError:
             return default
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, *, json: bool = False) -> dict[str, Any]:
+        """The wire fields by name; with ``json=True``, as JSON-ready values (see the module)."""
+        if json:
+            return {k: jsonable(getattr(self, k)) for k in _keys(type(self))}
         return {k: getattr(self, k) for k in _keys(type(self))}
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as what ``json.dumps`` takes: str, int, float, bool, None, list, dict."""
+    if value is None or type(value) in (str, int, bool):
+        return value
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, Decimal):
+        return str(value) if value.is_finite() else None
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, datetime):
+        if value.utcoffset() == _ZERO:
+            return value.replace(tzinfo=None).isoformat() + "Z"
+        return value.isoformat()
+    if isinstance(value, (Record, Position)):
+        return value.to_dict(json=True)
+    if isinstance(value, BaseException):
+        return {"type": type(value).__name__, "message": safe_str(value)}
+    if isinstance(value, (tuple, list)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, str):  # a str subclass
+        return str.__str__(value)
+    if isinstance(value, int):
+        return int(value)
+    return f"<{type(value).__name__}>"  # nothing a record holds; never a crash in json.dumps
+
+
+_ZERO = timedelta(0)
 
 
 class OrderStatus(enum.StrEnum):
@@ -502,7 +543,10 @@ class Position(_TupleRecord):
         index = _POSITION_KEYS.get(key)
         return default if index is None else self._values()[index]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, *, json: bool = False) -> dict[str, Any]:
+        """The fields by snake_case name; with ``json=True``, as JSON-ready values."""
+        if json:
+            return {k: jsonable(v) for k, v in zip(POSITION_FIELDS, self._values(), strict=True)}
         return dict(zip(POSITION_FIELDS, self._values(), strict=True))
 
     def __repr__(self) -> str:
