@@ -155,6 +155,8 @@ class BaseClient:
         max_orders: int = 100,
         replace_running: bool | None = None,
         coalesce: float = 0.0,
+        proxy: str | None = None,
+        trust_env: bool = True,
     ) -> None:
         if ssl_context is not None and not dialect.url.startswith("wss://"):
             raise ValueError(
@@ -178,6 +180,8 @@ class BaseClient:
             ssl_context=ssl_context,
             batch_lock=self._state.batch,
             coalesce=coalesce,
+            proxy=proxy,
+            trust_env=trust_env,
         )
         # One lock for the client's own bookkeeping (callbacks, subscriptions,
         # counters); it is always taken before the connection's send lock.
@@ -642,6 +646,12 @@ class AgentExchangeWS(BaseClient):
             next one (at most 1). Fewer wakeups of the IO thread, so less CPU
             at steady rates (see README, Performance), for up to that much
             added latency. 0, the default, hands each message over at once.
+        proxy: an HTTP proxy, ``http://[user:password@]host:port``, to
+            tunnel through with HTTP CONNECT (TLS to a wss:// server stays end
+            to end). Its credentials are secrets: never logged or shown.
+        trust_env: without ``proxy``, use the environment's ``https_proxy``
+            (wss://) or ``http_proxy`` (ws://) and ``no_proxy``, as
+            websocket-client and requests do. Read at each connection attempt.
     """
 
     def __init__(
@@ -658,6 +668,8 @@ class AgentExchangeWS(BaseClient):
         callback_queue_size: int = 100_000,
         replace_running: bool | None = None,
         coalesce: float = 0.0,
+        proxy: str | None = None,
+        trust_env: bool = True,
     ) -> None:
         if base_url is None:
             base_url = os.environ.get("AGENTEXCHANGE_WS_URL") or "ws://localhost:8000"
@@ -672,6 +684,8 @@ class AgentExchangeWS(BaseClient):
             callback_queue_size=callback_queue_size,
             replace_running=replace_running,
             coalesce=coalesce,
+            proxy=proxy,
+            trust_env=trust_env,
         )
         self.base_url = base_url
         self._interest = Interest()
@@ -1032,6 +1046,8 @@ class NexgentWS(BaseClient):
         callback_queue_size: int = 100_000,
         replace_running: bool | None = None,
         coalesce: float = 0.0,
+        proxy: str | None = None,
+        trust_env: bool = True,
     ) -> None:
         self._nexgent = NexgentDialect(api_url, token, agent_id)
         super().__init__(
@@ -1045,6 +1061,8 @@ class NexgentWS(BaseClient):
             callback_queue_size=callback_queue_size,
             replace_running=replace_running,
             coalesce=coalesce,
+            proxy=proxy,
+            trust_env=trust_env,
         )
         self.api_url = api_url
         self.token_provider = token_provider

@@ -30,9 +30,15 @@ from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import websocket
+
+# websocket-client's own proxy handling: the environment's http_proxy,
+# https_proxy and no_proxy (host names, domain suffixes, CIDR networks), and the
+# HTTP CONNECT exchange. Private names, so setup.cfg bounds the version below 2.
+from websocket._http import _tunnel
+from websocket._url import get_proxy_info
 
 from . import frames
 from .backoff import Backoff, BackoffPolicy
@@ -136,6 +142,58 @@ class _Stopped(Exception):
     pass
 
 
+class Proxy:
+    """An HTTP proxy to tunnel through (HTTP CONNECT); its credentials never shown."""
+
+    __slots__ = ("auth", "host", "port")
+
+    def __init__(self, host: str, port: int, auth: tuple[str, str] | None = None) -> None:
+        self.host = host
+        self.port = port
+        self.auth = auth
+
+    @classmethod
+    def from_url(cls, url: str) -> Proxy:
+        """``http://[user:password@]host[:port]`` (port 80 by default)."""
+        try:
+            parts = urlsplit(url if "://" in url else f"http://{url}")
+            port = parts.port
+        except ValueError:
+            raise ValueError("the proxy must be an http://host:port URL") from None
+        if parts.scheme != "http":
+            raise ValueError(
+                f"only http:// proxies are supported (HTTP CONNECT), not {parts.scheme}://; "
+                "wss:// targets are still encrypted end to end through an http:// proxy"
+            )
+        if not parts.hostname:
+            raise ValueError("the proxy URL has no host")
+        auth = (unquote(parts.username), unquote(parts.password or "")) if parts.username else None
+        return cls(parts.hostname, port or 80, auth)
+
+    def __repr__(self) -> str:
+        return f"Proxy({self.host}:{self.port}{', with credentials' if self.auth else ''})"
+
+
+def find_proxy(host: str, secure: bool, proxy: str | None, trust_env: bool) -> Proxy | None:
+    """The proxy for a connection to ``host``: the explicit one, else the environment's.
+
+    The environment is read as websocket-client reads it (``https_proxy`` for
+    wss://, ``http_proxy`` for ws://, either case, and ``no_proxy``), at each
+    connection attempt, so a changed environment applies at the next reconnect.
+    """
+    if proxy:
+        return Proxy.from_url(proxy)
+    if not trust_env:
+        return None
+    env_key = "https_proxy" if secure else "http_proxy"
+    value = os.environ.get(env_key) or os.environ.get(env_key.upper())
+    if not value:
+        return None
+    found = Proxy.from_url(value.strip())  # our checks (scheme, port 80 by default) first
+    proxy_host, _, _ = get_proxy_info(host, secure)
+    return found if proxy_host else None  # None: no_proxy exempts this host
+
+
 class _ResponseTooLarge(Exception):
     pass
 
@@ -229,6 +287,8 @@ class Connection:
         batch_lock: threading.Lock | None = None,
         coalesce: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
+        proxy: str | None = None,
+        trust_env: bool = True,
     ) -> None:
         if stale_timeout <= 0 or connect_timeout <= 0:
             raise ValueError("stale_timeout and connect_timeout must be > 0")
@@ -244,6 +304,10 @@ class Connection:
         self.batch_lock = batch_lock or threading.Lock()
         self.coalesce = coalesce
         self.clock = clock
+        if proxy:
+            Proxy.from_url(proxy)  # a bad proxy URL fails the constructor, not every attempt
+        self._proxy = proxy
+        self.trust_env = trust_env
         self.last_received: float | None = None
         self.messages = 0
         self.session_messages = 0  # on the current (or last) connection
@@ -433,7 +497,7 @@ class Connection:
                         continue
                     if decision is not Verdict.RECONNECT:
                         return
-            except TLSError as exc:
+            except (TLSError, AuthenticationError) as exc:  # a refused certificate or proxy password
                 self._drop()
                 self.handler.link_verdict(Verdict.FATAL, exc)
                 return
@@ -480,9 +544,21 @@ class Connection:
         port = parts.port or (443 if secure else 80)
         deadline = self.clock() + self.connect_timeout
         try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            proxy = find_proxy(host, secure, self._proxy, self.trust_env)
+        except ValueError as exc:
+            raise ConnectionLostError(f"the environment's proxy setting is unusable: {exc}") from None
+        where, dial = (
+            (f"the proxy {proxy.host}:{proxy.port}", (proxy.host, proxy.port))
+            if proxy
+            else (
+                f"{host}:{port}",
+                (host, port),
+            )
+        )
+        try:
+            infos = socket.getaddrinfo(*dial, type=socket.SOCK_STREAM)
         except socket.gaierror as exc:
-            raise ConnectionLostError(f"cannot resolve {host!r}: {exc.strerror}") from None
+            raise ConnectionLostError(f"cannot resolve {dial[0]!r}: {exc.strerror}") from None
         last: OSError | None = None
         for family, kind, proto, _, addr in infos:
             sock = socket.socket(family, kind, proto)
@@ -498,10 +574,12 @@ class Connection:
                 last = exc
                 self._drop()
         else:
-            raise ConnectionLostError(f"cannot connect to {host}:{port}: {_describe(last)}")
+            raise ConnectionLostError(f"cannot connect to {where}: {_describe(last)}")
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.coalesce:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        if proxy is not None:
+            self._tunnel(sock, proxy, host, port, deadline)
         sock.settimeout(max(0.01, deadline - self.clock()))
         if secure:
             context = self.ssl_context or ssl.create_default_context()
@@ -553,6 +631,35 @@ class Connection:
                 )
             raise ConnectionLostError(f"the server answered the upgrade with HTTP {status}, not 101")
         return sock
+
+    def _tunnel(self, sock: socket.socket, proxy: Proxy, host: str, port: int, deadline: float) -> None:
+        """HTTP CONNECT through ``proxy`` (websocket-client's exchange, under our deadline and size bound)."""
+        try:
+            _tunnel(_Upgrade(sock, deadline, self.clock, _MAX_RESPONSE), host, port, proxy.auth)  # type: ignore[arg-type]
+        except _ResponseTooLarge:
+            raise ConnectionLostError(
+                f"the proxy {proxy.host}:{proxy.port}'s answer to CONNECT exceeds {_MAX_RESPONSE // 1024} KiB"
+            ) from None
+        except (TimeoutError, websocket.WebSocketProxyException) as exc:
+            # websocket-client reports a timeout inside the exchange as a proxy error.
+            if isinstance(exc, TimeoutError) or self.clock() >= deadline:
+                raise ConnectionLostError(
+                    f"the proxy {proxy.host}:{proxy.port} did not open the tunnel within connect_timeout "
+                    f"({self.connect_timeout:g} s)"
+                ) from None
+            status = str(exc).rpartition(" ")[2]
+            if status == "407":  # wrong or missing proxy credentials: retrying cannot help
+                raise AuthenticationError(
+                    f"the proxy {proxy.host}:{proxy.port} refused the credentials (HTTP 407)", status=407
+                ) from None
+            detail = f"HTTP {status}" if status.isdigit() else "no valid answer"
+            raise ConnectionLostError(
+                f"the proxy {proxy.host}:{proxy.port} refused the tunnel to {host}:{port} ({detail})"
+            ) from None
+        except (OSError, websocket.WebSocketException) as exc:
+            raise ConnectionLostError(
+                f"the proxy {proxy.host}:{proxy.port} failed: {_describe(exc)}"
+            ) from None
 
     def _connect(self, sock: socket.socket, addr: Any, deadline: float) -> None:
         """A non-blocking connect that notices stop() within 50 ms."""
