@@ -18,15 +18,13 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 from . import __version__
 from .client import AgentExchangeWS, BaseClient, NexgentWS
 from .errors import AgentXError, AuthenticationError, ConnectionLostError
 from .models import Connected, ConnectionState, Disconnected
-from .numbers import display
+from .screen import Board, Frame, render, render_text
 
 __all__ = ["main"]
 
@@ -42,81 +40,15 @@ class CliError(Exception):
         self.status = status
 
 
-# -- the board: what watch shows ----------------------------------------------------
-
-
-def _num(value: Decimal | None, digits: str = "f") -> str:
-    """A number for the board, bounded in length whatever the cache holds."""
-    if value is None:
-        return "-"
-    return display(value, int(digits[1:-1]) if digits.startswith(".") else None)
-
-
-def board(ws: BaseClient, symbols: Sequence[str]) -> tuple[str, list[str], list[list[str]], list[str]]:
-    """(title, column names, rows, notes) describing the client right now."""
-    h = ws.health()
-    age = "-" if h.last_message_age is None else f"{h.last_message_age:.1f}s"
-    title = (
-        f"{type(ws).__name__}  {h.url}  state: {h.state.value}  reconnects: {h.reconnects}  "
-        f"messages: {h.messages:,}  last message: {age} ago"
-    )
-    notes = [f"last error: {h.last_error}"] if h.last_error else []
-    if isinstance(ws, NexgentWS):
-        columns = ["token", "holding", "bought (SOL)", "price (SOL)", "value (SOL)", "P/L (SOL)", "P/L %"]
-        rows = [
-            [
-                (p.token_symbol or p.token_address)[:12],
-                _num(p.holding),
-                _num(p.purchase_price),
-                _num(p.current_price),
-                _num(p.position_value_sol, ".6f"),
-                _num(p.profit_loss_sol, ".6f"),
-                _num(p.profit_loss_percent, ".2f"),
-            ]
-            for p in ws.get_positions()
-        ]
-        if ws.positions_stale:
-            notes.append("positions kept from a lost connection")
-        return title, columns, rows, notes
-    assert isinstance(ws, AgentExchangeWS)
-    now = time.monotonic()
-    rows = []
-    for symbol in symbols:
-        ticker = ws.get_ticker(symbol)
-        rows.append(
-            [symbol, "-", "-"]
-            if ticker is None
-            else [symbol, _num(ticker.price), f"{now - ticker.received_at:.1f}s"]
-        )
-    portfolio = ws.get_portfolio()
-    if portfolio is not None:
-        notes.append(
-            f"portfolio: equity {_num(portfolio.total_equity)}  cash {_num(portfolio.available_cash)}  "
-            f"unrealized {_num(portfolio.unrealized_pnl)}  realized {_num(portfolio.realized_pnl)}"
-        )
-    for order in ws.get_orders()[-5:]:
-        filled = f" @ {_num(order.executed_price)}" if order.executed_price is not None else ""
-        what = f"{str(order.side)[:8]} {_num(order.quantity)} {str(order.symbol)[:16]}"
-        notes.append(f"order {order.order_id[:8]}  {what} -> {str(order.status)[:20]}{filled}")
-    return title, ["symbol", "price", "age"], rows, notes
-
-
-def _text(title: str, columns: list[str], rows: list[list[str]], notes: list[str]) -> str:
-    widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(columns)]
-    line = "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))
-    body = [
-        "  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(r, widths, strict=True)))
-        for r in rows
-    ]
-    stamp = datetime.now(UTC).strftime("%H:%M:%S")
-    return "\n".join([f"[{stamp}] {title}", line, *body, *notes])
+# -- the screen ---------------------------------------------------------------------------
 
 
 class _Screen:
-    """Draws the board: rich Live on a terminal if installed, else plain text."""
+    """Draws frames: rich's full-screen Live on a terminal if installed, else plain text."""
 
     def __init__(self, plain: bool) -> None:
         self.live: Any = None
+        self.console: Any = None
         self.tty = sys.stdout.isatty() and not plain
         if self.tty:
             try:
@@ -124,31 +56,43 @@ class _Screen:
                 from rich.live import Live
             except ImportError:
                 return
-            self.live = Live(console=Console(), auto_refresh=False)
+            self.console = Console()
+            self.live = Live(console=self.console, auto_refresh=False, screen=True, redirect_stderr=False)
             self.live.start()
 
-    def show(self, ws: BaseClient, symbols: Sequence[str]) -> None:
-        title, columns, rows, notes = board(ws, symbols)
+    def show(self, frame: Frame) -> None:
         if self.live is not None:
-            from rich.table import Table
-
-            table = Table(title=title, title_justify="left")
-            for i, column in enumerate(columns):
-                table.add_column(column, justify="left" if i == 0 else "right")
-            for row in rows:
-                table.add_row(*row)
-            table.caption = "\n".join(notes) or None
-            table.caption_justify = "left"
-            self.live.update(table, refresh=True)
+            width, height = self.console.size
+            self.live.update(render(frame, width, height), refresh=True)
         elif self.tty:
-            sys.stdout.write("\x1b[H\x1b[2J" + _text(title, columns, rows, notes) + "\n")
+            sys.stdout.write("\x1b[H\x1b[2J" + render_text(frame) + "\n")
             sys.stdout.flush()
         else:
-            print(_text(title, columns, rows, notes) + "\n", flush=True)
+            print(render_text(frame) + "\n", flush=True)
 
     def close(self) -> None:
         if self.live is not None:
             self.live.stop()
+
+
+def save_svg(frame: Frame, path: str, width: int = 120, height: int = 34) -> None:
+    """Save ``frame`` as the rich screen would draw it, as an SVG image."""
+    import io
+
+    try:
+        from rich.console import Console
+    except ImportError:
+        raise CliError("--svg needs rich: pip install 'agentx_sync[cli]'", 2) from None
+    console = Console(
+        record=True,
+        width=width,
+        height=height,
+        file=io.StringIO(),
+        force_terminal=True,
+        color_system="truecolor",
+    )
+    console.print(render(frame, width, height), height=height)
+    console.save_svg(path, title="agentx-sync demo")
 
 
 def watch(
@@ -159,6 +103,7 @@ def watch(
     duration: float | None,
     plain: bool,
     timeout: float = 10.0,
+    svg: str | None = None,
 ) -> int:
     """Connect, then redraw the board every ``interval`` s until Ctrl-C or ``duration``."""
     try:
@@ -181,12 +126,15 @@ def watch(
             ws.wait_for_positions(timeout=5)
         except (TimeoutError, AgentXError):
             pass
+    board = Board(ws, symbols)
     screen = _Screen(plain)
     deadline = None if duration is None else time.monotonic() + duration
     tick = threading.Event()
+    frame = None
     try:
         while True:
-            screen.show(ws, symbols)
+            frame = board.frame()
+            screen.show(frame)
             if ws.state in (ConnectionState.FAILED, ConnectionState.REPLACED):
                 raise CliError(ws.health().last_error or f"connection {ws.state.value}", EXIT_CONNECT)
             left = None if deadline is None else deadline - time.monotonic()
@@ -195,6 +143,8 @@ def watch(
             tick.wait(interval if left is None else min(interval, left))
     finally:
         screen.close()
+        if svg is not None and frame is not None:
+            save_svg(frame, svg)
 
 
 # -- commands --------------------------------------------------------------------------
@@ -253,7 +203,9 @@ def _run_demo(args: argparse.Namespace) -> int:
         ws.on_order_update()(lambda order: None)  # orders and portfolio are pushed anyway;
         ws.on_portfolio()(lambda portfolio: None)  # subscribing says we want them
         try:
-            return watch(ws, symbols, interval=args.interval, duration=args.duration, plain=args.plain)
+            return watch(
+                ws, symbols, interval=args.interval, duration=args.duration, plain=args.plain, svg=args.svg
+            )
         finally:
             ws.close()
 
@@ -291,6 +243,7 @@ def _run_watch(args: argparse.Namespace) -> int:
             duration=args.duration,
             plain=args.plain,
             timeout=args.timeout,
+            svg=args.svg,
         )
     finally:
         ws.close()
@@ -354,6 +307,7 @@ def _parser() -> argparse.ArgumentParser:
         )
         cmd.add_argument("--duration", type=float, default=None, help="stop after N seconds")
         cmd.add_argument("--plain", action="store_true", help="print plain text, no live redraw")
+        cmd.add_argument("--svg", metavar="PATH", help="at the end, save the last screen as an SVG image")
         if name == "demo":
             cmd.add_argument(
                 "--symbols", type=_symbols, default=_symbols("BTCUSDT,ETHUSDT,SOLUSDT,BNBUSDT,XRPUSDT")

@@ -11,6 +11,7 @@ text.
 from __future__ import annotations
 
 import copy
+import io
 import json
 import threading
 from collections.abc import Iterator
@@ -20,11 +21,12 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from rich.console import Console
 
 from agentx_sync import AgentExchangeWS, ConnectionState, NexgentWS, Position
-from agentx_sync.cli import board
 from agentx_sync.integrations.tools import tools_for
 from agentx_sync.numbers import MAX_EXPONENT
+from agentx_sync.screen import Board, render, render_text
 from agentx_sync.sim import NexgentSimulator, Simulator
 
 from .conftest import FAST, eventually
@@ -169,13 +171,21 @@ def test_no_agentexchange_message_stops_the_client(agentexchange: tuple[Simulato
                 _bounded(v)
         assert len(tools["get_orders"].run()) < 3000 and len(tools["get_portfolio"].run()) < 400
         assert len(ws._repr_html_()) < 20_000
-        _, _, rows, notes = board(ws, ["BTCUSDT", "ETHUSDT", "MARKER"])  # the watch table
-        assert all(len(cell) < 40 for row in rows for cell in row) and all(len(n) < 300 for n in notes)
+        on_screen(Board(ws, ["BTCUSDT", "ETHUSDT", "MARKER"]))  # the watch screen
 
     one()
     health = ws.health()
     assert health.reconnects == 0 and ws._conn.thread is not None and ws._conn.thread.is_alive()
     assert health.bad_messages > 0  # the hostile ones were counted, not silently dropped
+
+
+def on_screen(board: Board) -> None:
+    """The watch screen stays bounded, as text and drawn by rich at 80x24."""
+    frame = board.frame()
+    assert all(len(line) < 400 for line in render_text(frame).splitlines())
+    console = Console(width=80, height=24, file=io.StringIO(), force_terminal=True)
+    console.print(render(frame, 80, 24), height=24)
+    assert len(console.file.getvalue().splitlines()) <= 24  # type: ignore[attr-defined]
 
 
 # -- Nexgent -------------------------------------------------------------------------
@@ -263,8 +273,7 @@ def test_no_nexgent_message_stops_the_client(nexgent: tuple[NexgentSimulator, Ne
         assert len(tools["get_positions"].run()) < 5000
         assert len(tools["get_token_price"].run(token_address=TOKEN)) < 300
         assert len(ws._repr_html_()) < 20_000
-        _, _, rows, _ = board(ws, [])  # the watch table
-        assert all(len(cell) < 40 for row in rows for cell in row)
+        on_screen(Board(ws, []))  # the watch screen
         seen.set()
 
     one()
