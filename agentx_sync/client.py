@@ -85,7 +85,7 @@ _RECORDS = frozenset({Ticker, Candle, Order, Portfolio})
 
 
 class ReplacedClientWarning(UserWarning):
-    """A started client replaced a running one for the same endpoint and credentials."""
+    """A started client replaced a running one with the same credentials (and Nexgent agent)."""
 
 
 # Running clients by (class, endpoint, digest of the credentials): re-running a
@@ -164,7 +164,7 @@ class BaseClient:
                 "would not use TLS at all; use a wss:// URL or drop ssl_context"
             )
         self._dialect = dialect
-        #: On start(), close a running client of the same class, endpoint and
+        #: On start(), close a running client of the same class and
         #: credentials first. None (the default): only inside IPython/Jupyter.
         self.replace_running = replace_running
         self._state = State(max_orders)
@@ -213,8 +213,8 @@ class BaseClient:
 
         When ``replace_running`` is on (by default only inside IPython/Jupyter,
         where re-running a cell builds a new client), a running client of the
-        same class, endpoint and credentials is closed first, with a
-        :class:`ReplacedClientWarning`.
+        same class and credentials (and Nexgent agent), whatever its endpoint,
+        is closed first, with a :class:`ReplacedClientWarning`.
 
         Raises:
             ClientStateError: a thread of this client's previous run is still
@@ -250,8 +250,17 @@ class BaseClient:
         return self
 
     def _identity(self) -> tuple[str, str, str]:
+        """What makes a re-created client "the same": its class and credentials.
+
+        Not the endpoint: a notebook that re-runs a cell which starts a
+        simulator on a fresh port and a client on it must not leave the old
+        client connected to the old one.
+        """
         digest = hashlib.sha256("\0".join(self._dialect.secrets).encode()).hexdigest()
-        return (type(self).__name__, self._dialect.safe_url, digest)
+        return (type(self).__name__, self._identity_extra(), digest)
+
+    def _identity_extra(self) -> str:
+        return ""
 
     def _replace_running(self) -> None:
         key = self._identity()
@@ -261,8 +270,8 @@ class BaseClient:
         if previous is not None and previous is not self and previous._started:
             closed = previous.close()
             message = (
-                f"closed the running {type(previous).__name__} for {self._dialect.safe_url} "
-                f"(same endpoint and credentials) before starting this one"
+                f"closed the running {type(previous).__name__} for {previous._dialect.safe_url} "
+                f"(same credentials) before starting this one"
                 + ("" if closed else "; one of its threads did not end in time")
             )
             log.warning(message)
@@ -638,8 +647,8 @@ class AgentExchangeWS(BaseClient):
         ssl_context: for ``wss://`` (default: system CAs, host name checked).
         event_queue_size: how many events ``get_event`` holds (oldest dropped).
         callback_queue_size: how many events may wait for slow callbacks.
-        replace_running: on start(), close a running AgentExchangeWS for the
-            same endpoint and key first, with a :class:`ReplacedClientWarning`
+        replace_running: on start(), close a running AgentExchangeWS with the
+            same key first (whatever its endpoint), with a :class:`ReplacedClientWarning`
             (a notebook cell run twice). ``None``, the default: on inside
             IPython/Jupyter only; elsewhere two such clients run side by side.
         coalesce: seconds to let messages gather after each read before the
@@ -1076,6 +1085,9 @@ class NexgentWS(BaseClient):
 
     def __enter__(self) -> NexgentWS:
         return self.start()
+
+    def _identity_extra(self) -> str:
+        return self._nexgent.agent_id  # one owner's token serves several agents
 
     @property
     def agent_id(self) -> str:

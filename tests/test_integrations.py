@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import warnings
 from collections.abc import Callable
 from decimal import Decimal
@@ -209,6 +210,7 @@ def test_notebook_runs_top_to_bottom_with_a_real_kernel() -> None:
     assert "AgentExchangeWS" in text and "<table>" in text  # the rich repr
     assert "ReplacedClientWarning" in text and "previous client: closed" in text
     assert "filled" in text
+    assert "previous view running: False" in text
     updates = int(text.split("live view refreshed ")[1].split()[0])
     assert updates >= 2
 
@@ -295,3 +297,60 @@ def test_the_replace_warning_points_at_the_users_line(sim: Simulator) -> None:
         assert replaced and replaced[0].filename == __file__, replaced[0].filename
     finally:
         assert second.close(2) and first.close(2)
+
+
+def test_rerunning_a_notebook_cell_with_a_simulator_and_a_client_leaves_neither_running(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The cell ``sim = Simulator().start(); ws = AgentExchangeWS(..., base_url=sim.url).start()``, run twice."""
+    import agentx_sync.client
+    import agentx_sync.sim._server
+    from agentx_sync.sim import ReplacedSimulatorWarning
+
+    monkeypatch.setattr(agentx_sync.client, "_interactive", lambda: True)
+    monkeypatch.setattr(agentx_sync.sim._server, "_interactive", lambda: True)
+
+    def cell() -> tuple[Simulator, AgentExchangeWS]:
+        sim = Simulator(rate=50).start()
+        ws = AgentExchangeWS(api_key="ak_test", base_url=sim.url).start()
+        ws.wait_connected(5)
+        return sim, ws
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        old_sim, old_ws = cell()
+        new_sim, new_ws = cell()  # a fresh port: a different endpoint, the same credentials
+    try:
+        assert old_ws.state is ConnectionState.CLOSED  # not left connected, nor retrying
+        assert (old_sim.connections() == [] and old_sim.loop is None) or old_sim._thread is None
+        assert new_ws.connected and len(new_sim.connections()) == 1
+        kinds = {w.category for w in caught}
+        assert ReplacedSimulatorWarning in kinds and ReplacedClientWarning in kinds
+        assert all(
+            w.filename == __file__
+            for w in caught
+            if w.category in (ReplacedSimulatorWarning, ReplacedClientWarning)
+        )
+    finally:
+        assert new_ws.close(2) and old_ws.close(2)
+        new_sim.stop()
+        old_sim.stop()
+
+
+def test_rerunning_the_live_view_cell_replaces_the_view(sim: Simulator, client: Make) -> None:
+    from agentx_sync.integrations.jupyter import live_view
+
+    ws = client()
+    ws.start().wait_connected(5)
+    first = live_view(ws, interval=0.05)
+    eventually(lambda: first.updates >= 1, what="a refresh")
+    second = live_view(ws, interval=0.05)  # the cell, run again
+    try:
+        assert not first.running and second.running
+        assert [t.name for t in threading.enumerate()].count("agentx-sync-live") == 1
+        eventually(lambda: second.updates >= 1, what="the new view's refresh")
+        before = first.updates
+        eventually(lambda: second.updates >= 3, what="more refreshes")
+        assert first.updates == before  # the old view no longer refreshes
+    finally:
+        assert second.stop() and first.stop()

@@ -5,16 +5,19 @@
     view.stop()                   # or it stops by itself when ws closes
 
 The refresh runs on a daemon thread (``agentx-sync-live``) and updates the
-output through its display id, so the kernel stays free for other cells.
+output through its display id, so the kernel stays free for other cells. A
+client has at most one live view: running the cell again (for that client, or
+one re-created with the same credentials) stops the previous view first.
 """
 
 from __future__ import annotations
 
 import threading
+import weakref
 from typing import Any
 
 try:
-    from IPython.display import HTML, display
+    from IPython.display import HTML, DisplayHandle
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise ImportError(
         "agentx_sync.integrations.jupyter needs IPython: pip install 'agentx_sync[jupyter]'"
@@ -24,6 +27,10 @@ from ..client import BaseClient
 from ..models import ConnectionState
 
 __all__ = ["LiveView", "live_view"]
+
+# The live view of each client identity: a re-run cell replaces it.
+_views: weakref.WeakValueDictionary[tuple[str, str, str], LiveView] = weakref.WeakValueDictionary()
+_views_lock = threading.Lock()
 
 
 class LiveView:
@@ -36,7 +43,13 @@ class LiveView:
         self.interval = interval
         self.updates = 0
         self._stop = threading.Event()
-        self._handle: Any = display(HTML(ws._repr_html_()), display_id=True)
+        with _views_lock:
+            previous = _views.get(ws._identity())
+            _views[ws._identity()] = self
+        if previous is not None:
+            previous.stop()
+        self._handle: Any = DisplayHandle()  # outside IPython too (display() then returns None)
+        self._handle.display(HTML(ws._repr_html_()))
         self._thread = threading.Thread(target=self._run, name="agentx-sync-live", daemon=True)
         self._thread.start()
 

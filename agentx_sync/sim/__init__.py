@@ -9,10 +9,17 @@ thread and binds 127.0.0.1 unless told otherwise::
 
 from __future__ import annotations
 
+from ._server import ReplacedSimulatorWarning
 from .agentexchange import DEFAULT_SYMBOLS, AgentExchangeSimulator
 from .nexgent import NexgentSimulator
 
 #: The AgentExchange simulator, under the short name the docs use.
 Simulator = AgentExchangeSimulator
 
-__all__ = ["DEFAULT_SYMBOLS", "AgentExchangeSimulator", "NexgentSimulator", "Simulator"]
+__all__ = [
+    "DEFAULT_SYMBOLS",
+    "AgentExchangeSimulator",
+    "NexgentSimulator",
+    "ReplacedSimulatorWarning",
+    "Simulator",
+]

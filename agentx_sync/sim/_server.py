@@ -13,6 +13,8 @@ import socket
 import ssl
 import struct
 import threading
+import warnings
+import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
@@ -22,9 +24,19 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-__all__ = ["SimBase", "SimConnection"]
+from ..client import _interactive, _user_stacklevel
+
+__all__ = ["ReplacedSimulatorWarning", "SimBase", "SimConnection"]
 
 log = logging.getLogger("agentx_sync.sim")
+
+
+class ReplacedSimulatorWarning(UserWarning):
+    """Inside IPython, a started simulator stopped the previous one of its class."""
+
+
+# The running simulator of each class, for a notebook's re-run cells.
+_running: weakref.WeakValueDictionary[type, SimBase] = weakref.WeakValueDictionary()
 # websockets logs request lines (with their query strings: api keys, tokens) at
 # DEBUG. Its logger for the simulator stays at INFO so that never happens.
 _wire_log = logging.getLogger("agentx_sync.sim.server")
@@ -111,9 +123,23 @@ class SimBase:
     # -- lifecycle -------------------------------------------------------------
 
     def start(self) -> SimBase:
-        """Start the loop thread and listen; returns when the port is open."""
+        """Start the loop thread and listen; returns when the port is open.
+
+        Inside IPython or Jupyter, the previous running simulator of the same
+        class is stopped first, with a warning: a re-run cell must not leave
+        the old server running, nor the old client connected to it.
+        """
         if self._thread is not None:
             return self
+        if _interactive():
+            previous = _running.get(type(self))
+            _running[type(self)] = self
+            if previous is not None and previous is not self and previous._thread is not None:
+                previous.stop()
+                name = type(previous).__name__
+                message = f"stopped the running {name} on {previous.url} before starting this one"
+                log.warning(message)
+                warnings.warn(message, ReplacedSimulatorWarning, stacklevel=_user_stacklevel())
         ready = threading.Event()
         self.loop = asyncio.new_event_loop()
 
