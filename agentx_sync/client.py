@@ -88,7 +88,7 @@ class ReplacedClientWarning(UserWarning):
     """A started client replaced a running one with the same credentials (and Nexgent agent)."""
 
 
-# Running clients by (class, endpoint, digest of the credentials): re-running a
+# Running clients by (class, Nexgent agent, digest of the credentials): re-running a
 # notebook cell must not leave the previous client connected in the background.
 _running: weakref.WeakValueDictionary[tuple[str, str, str], BaseClient] = weakref.WeakValueDictionary()
 _running_lock = threading.Lock()
