@@ -26,7 +26,7 @@ from .errors import AgentXError, AuthenticationError, ConnectionLostError
 from .models import Connected, ConnectionState, Disconnected
 from .screen import Board, Frame, render, render_text
 
-__all__ = ["main"]
+__all__ = ["CliError", "main", "save_svg", "watch"]
 
 EXIT_AUTH = 2
 EXIT_CONNECT = 1

@@ -52,7 +52,7 @@ from .errors import (
     TLSError,
 )
 
-__all__ = ["Connection", "LinkHandler"]
+__all__ = ["Connection", "Dialect", "LinkHandler", "Proxy", "find_proxy"]
 
 log = logging.getLogger("agentx_sync.connection")
 

@@ -25,7 +25,7 @@ from typing import Any, Generic, TypeVar
 
 from .errors import CallbackError, safe_str
 
-__all__ = ["Dispatcher", "EventQueue", "describe_callable", "safe_str"]
+__all__ = ["Dispatcher", "EventQueue", "LoopThread", "describe_callable", "safe_str"]
 
 log = logging.getLogger("agentx_sync.dispatch")
 

@@ -45,6 +45,7 @@ __all__ = [
     "SubscriptionLimitError",
     "TLSError",
     "UnknownActionError",
+    "safe_str",
     "server_error",
 ]
 

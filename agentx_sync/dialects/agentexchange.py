@@ -53,7 +53,9 @@ __all__ = [
     "Plan",
     "Subscription",
     "build_url",
+    "check_interval",
     "decode",
+    "normalize_symbol",
 ]
 
 #: Candle intervals the server accepts (its docs also list 15m and 4h; it refuses them).

@@ -44,6 +44,7 @@ __all__ = [
     "InitialData",
     "NexgentDialect",
     "PositionChange",
+    "Terms",
     "build_url",
     "decode",
     "parse_position",

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 
-__all__ = ["FEE_RATE", "Account", "Holding", "tick_size"]
+__all__ = ["FEE_RATE", "Account", "Holding", "quantity_for", "tick_size"]
 
 FEE_RATE = Decimal("0.001")
 _FEE_STEP = Decimal("0.00000001")

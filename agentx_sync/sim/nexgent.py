@@ -21,7 +21,7 @@ from typing import Any
 
 from ._server import SimBase, SimConnection
 
-__all__ = ["NexgentSimulator"]
+__all__ = ["NexgentSimulator", "with_prices"]
 
 _PRICE_FIELDS = (
     "currentPrice",
