@@ -5,6 +5,29 @@ A client wires a sans-IO dialect to a :class:`~agentx_sync.connection.Connection
 :class:`~agentx_sync.dispatch.Dispatcher` (the callback thread). The IO
 thread calls the ``link_*`` methods; everything else here runs on the
 caller's thread.
+
+Locks, the whole inventory (a client's, outermost first; a thread holding one
+may take only those below it):
+
+1. ``BaseClient._lifecycle``: serializes ``start()`` and ``close()``; never
+   held while joining a thread, never taken by the library's own threads.
+2. ``_running_lock`` (module-wide): the registry of running clients, for
+   ``replace_running``; held only to read and write that dict.
+3. ``BaseClient._lock`` (re-entrant): callbacks, subscriptions, counters,
+   the status.
+4. ``Connection._lock``: the socket, the live flag and the outbox; never held
+   while blocking (sends take what the socket takes at once).
+5. ``State.batch``: held by the IO thread alone while it decodes and applies
+   one read; getters wait for it while holding nothing else.
+6. ``State.cond``: the cache and its waiters.
+7. The conditions of the two queues (``EventQueue._cond``: events for
+   ``get_event``, callbacks for the dispatcher): innermost, held for a
+   ``deque`` operation.
+
+``State.batch`` is the one exception to "outermost first": the IO thread
+takes it before 3, 6 and 7, which is safe because no thread waits for it
+while holding anything. ``integrations.jupyter`` has one more module-wide
+lock, for its registry of live views, held alone.
 """
 
 from __future__ import annotations

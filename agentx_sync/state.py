@@ -1,4 +1,6 @@
-"""The state cache: the latest value of everything, under one lock.
+"""The state cache: the latest value of everything, under its condition lock.
+
+(``client.py`` lists every lock of a client and their order.)
 
 The IO thread is its only writer and applies a whole batch of events (all
 the messages of one socket read) under one acquisition, then wakes waiters
@@ -18,6 +20,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from decimal import Decimal
+from time import monotonic as _monotonic
 from typing import Any, TypeVar
 
 from .dialects.nexgent import PositionChange, Terms, terms, valuation
@@ -36,7 +39,10 @@ from .models import (
 )
 from .numbers import CONTEXT
 
-__all__ = ["MAX_EARLY", "MAX_KEYS", "REPLAY_WINDOW", "PositionBook", "State"]
+__all__ = ["MAX_EARLY", "MAX_KEYS", "REPLAY_WINDOW", "SIGNAL_SLICE", "PositionBook", "State"]
+
+#: The longest a wait in the main thread blocks at once (see ``State._wait_for``).
+SIGNAL_SLICE = 0.2
 
 _ZERO = Decimal(0)
 
@@ -197,7 +203,7 @@ class State:
         with self.cond:
             self._waiting += 1
             try:
-                arrived = self.cond.wait_for(ready, timeout)
+                arrived = self._wait_for(ready, timeout)
             finally:
                 self._waiting -= 1
             if not arrived:
@@ -208,6 +214,28 @@ class State:
             # A copy: one exception instance raised in several threads would
             # share (and garble) its traceback.
             raise copy.copy(self._stop)
+
+    def _wait_for(self, ready: Callable[[], bool], timeout: float | None) -> bool:
+        """``cond.wait_for``, in slices of at most ``SIGNAL_SLICE`` in the main thread.
+
+        Ctrl-C may be delivered to any thread of the process; the main thread,
+        blocked on a lock without a timeout, would then never run Python's
+        handler, and ``run_forever()`` would ignore Ctrl-C. Waking now and then
+        lets the pending KeyboardInterrupt be raised within ``SIGNAL_SLICE``.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            return self.cond.wait_for(ready, timeout)
+        if timeout is None:
+            while not self.cond.wait_for(ready, SIGNAL_SLICE):
+                pass
+            return True
+        deadline = _monotonic() + timeout
+        while not ready():
+            left = deadline - _monotonic()
+            if left <= 0:
+                return False
+            self.cond.wait(min(left, SIGNAL_SLICE))
+        return True
 
     def wait_order(
         self, order_id: str, accept: Callable[[Order], bool], timeout: float | None, what: str

@@ -108,6 +108,16 @@ def nclient(nsim: NexgentSimulator, agent: str) -> Iterator[Callable[..., Nexgen
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
+#: Prefix for a command that a test interrupts with SIGINT: it runs the command
+#: with Ctrl-C delivered as a terminal delivers it. A shell's background job
+#: ignores SIGINT, children inherit that, and Python then installs no
+#: KeyboardInterrupt handler, whatever the library does.
+DEFAULT_SIGINT = [
+    sys.executable,
+    "-c",
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])",
+]
+
 
 def run_example(script: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """Run ``examples/<script>`` as a user would, with extra environment."""

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from agentx_sync.sim import NexgentSimulator, Simulator
 
+from .conftest import DEFAULT_SIGINT
+
 SCRIPT = Path(sys.executable).parent / "agentx-sync"
 CMD = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "agentx_sync.cli"]
 
@@ -37,7 +39,7 @@ def test_demo_shows_prices_orders_and_portfolio_and_ends_cleanly() -> None:
 
 def test_demo_exits_cleanly_on_ctrl_c() -> None:
     proc = subprocess.Popen(
-        [*CMD, "demo", "--plain"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [*DEFAULT_SIGINT, *CMD, "demo", "--plain"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
         assert proc.stdout is not None
@@ -45,7 +47,7 @@ def test_demo_exits_cleanly_on_ctrl_c() -> None:
             if line.startswith("symbol"):  # the first table is on screen
                 break
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=10)
+        _, err = proc.communicate(timeout=30)
     finally:
         proc.kill()
     assert proc.returncode == 0

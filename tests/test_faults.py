@@ -31,7 +31,7 @@ from agentx_sync import (
 from agentx_sync.client import BaseClient
 from agentx_sync.sim import NexgentSimulator, Simulator
 
-from .conftest import FAST, _sockets, eventually, next_event
+from .conftest import DEFAULT_SIGINT, FAST, _sockets, eventually, next_event
 
 RECOVERY = 5.0  # seconds within which a client must be streaming again
 
@@ -320,7 +320,7 @@ ws.on_connect()(lambda e: print("connected", flush=True))
 def _spawn(sim_url: str, body: str) -> subprocess.Popen[str]:
     code = SCRIPT.format(body=textwrap.dedent(body))
     return subprocess.Popen(
-        [sys.executable, "-c", code, sim_url],
+        [*DEFAULT_SIGINT, sys.executable, "-c", code, sim_url],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -340,6 +340,31 @@ def test_sigint_ends_run_forever_in_the_main_thread() -> None:
         assert proc.returncode == -signal.SIGINT  # what an uncaught KeyboardInterrupt does
         assert "KeyboardInterrupt" in err
         eventually(lambda: len(sim.connections()) == 0, 5, "the connection to be closed")
+
+
+def test_sigint_landing_on_another_thread_still_ends_run_forever() -> None:
+    # Regression: run_forever() waited on a lock without a timeout, so a
+    # Ctrl-C that the OS delivered to one of the library's threads (any
+    # thread may receive a process signal) left the main thread blocked for ever.
+    with Simulator(rate=100) as sim:
+        proc = _spawn(
+            sim.url,
+            """
+            import signal, threading
+            def aim(event):
+                while not ws._state._waiting:  # the main thread is in run_forever()'s wait
+                    threading.Event().wait(0.01)
+                signal.pthread_kill(threading.get_ident(), signal.SIGINT)  # to this thread only
+            ws.on_connect()(aim)
+            ws.run_forever()
+            """,
+        )
+        try:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "connected"
+            _, err = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+        assert proc.returncode == -signal.SIGINT and "KeyboardInterrupt" in err
 
 
 def test_daemon_thread_client_does_not_keep_the_interpreter_alive() -> None:

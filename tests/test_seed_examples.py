@@ -24,6 +24,8 @@ import pytest
 
 from agentx_sync.sim import Simulator
 
+from .conftest import DEFAULT_SIGINT
+
 SEEDS = Path(__file__).parent / "seeds"
 
 # Runs a seed file as the document shows it: top-level ``await`` allowed (as in
@@ -66,7 +68,7 @@ class Run:
             "PYTHONWARNINGS": "default",  # a never-awaited coroutine must show
         }
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", HARNESS, str(SEEDS / seed)],
+            [*DEFAULT_SIGINT, sys.executable, "-c", HARNESS, str(SEEDS / seed)],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
