@@ -42,7 +42,7 @@ from websocket._url import get_proxy_info
 
 from . import frames
 from .backoff import Backoff, BackoffPolicy
-from .dialects import Ping, Pong, Verdict
+from .dialects import Ping, Verdict
 from .errors import (
     AgentXError,
     AuthenticationError,
@@ -51,6 +51,7 @@ from .errors import (
     StaleConnectionError,
     TLSError,
 )
+from .session import Outcome, Session
 
 __all__ = ["Connection", "Dialect", "LinkHandler", "Proxy", "find_proxy"]
 
@@ -74,7 +75,6 @@ _SEND_STALL = 10.0
 #: The longest the IO thread blocks at once, so that it checks queued output
 #: and its deadlines at least this often.
 _TICK = 1.0
-TEXT = frames.TEXT
 _WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
@@ -250,6 +250,60 @@ class _Upgrade:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
+
+
+class _Reads:
+    """A connection's reads: one buffer for its life, the wait in poll(), TLS gathering.
+
+    Network errors become the library's errors here, in one place (as
+    httpcore's ``map_exceptions`` does): :class:`ConnectionLostError`, or
+    ``_Stopped`` when the client is closing.
+    """
+
+    def __init__(self, conn: Connection, sock: socket.socket) -> None:
+        self.conn = conn
+        self.sock = sock
+        # recv(256 KiB) would allocate (and, above malloc's mmap threshold,
+        # map and unmap) 256 KiB per call; recv_into one buffer does not.
+        self.buffer = bytearray(_READ_SIZE)
+        self.view = memoryview(self.buffer)
+        self.tls = isinstance(sock, ssl.SSLSocket)
+        self.poller = select.poll()
+        self.poller.register(sock, select.POLLIN)
+        self.stale = conn.stale_timeout
+        self.stall = min(_SEND_STALL, conn.stale_timeout / 2)
+        self.full = False  # the last read filled the buffer: more is waiting
+        self.got = False  # the last read brought data
+
+    def wait(self) -> bytes | None:
+        """Wait (at most ``_TICK``) and read; ``None`` when there was nothing, ``b""`` at EOF."""
+        conn = self.conn
+        if conn.coalesce and self.got and conn._stopping.wait(conn.coalesce):
+            raise _Stopped  # let more gather after a read that brought data
+        if not conn._wait_readable(self.sock, self.poller, self.tls, self.stale, self.stall):
+            return None
+        return self.now(eof=True)
+
+    def now(self, eof: bool = False) -> bytes | None:
+        """What the socket holds now, without blocking.
+
+        ``None`` when it holds nothing; at EOF ``b""`` if ``eof``, else ``None``.
+        """
+        try:
+            size = self.sock.recv_into(self.buffer)
+            if self.tls and size:
+                size = Connection._fill_tls(self.sock, self.view, size)
+        except _WOULD_BLOCK:
+            self.full = self.got = False
+            return None
+        except OSError as exc:  # ssl.SSLError included
+            if self.conn._stopping.is_set():
+                raise _Stopped from None
+            raise ConnectionLostError(f"the connection broke: {_describe(exc)}") from None
+        self.full, self.got = size == _READ_SIZE, size > 0
+        if not size and not eof:
+            return None
+        return self.view[:size].tobytes()
 
 
 class Connection:
@@ -682,157 +736,83 @@ class Connection:
     # -- a live connection ---------------------------------------------------------
 
     def _session(self, sock: socket.socket) -> None:
-        dialect = self.dialect
-        decode = dialect.decode
-        clock = self.clock
-        handler = self.handler
-        reader = frames.FrameReader(self.max_message_size)
-        now = clock()
+        """Glue around the pure :class:`Session`: read, let it decode, act on what it says.
+
+        The batch lock is taken in one place: around decoding a read and
+        applying its records. While the socket keeps more than a read's worth
+        waiting, the lock stays held across reads for up to ``_HOLD``.
+        """
+        session = Session(self.dialect, self.max_message_size, _now_iso)
+        reads = _Reads(self, sock)
+        self._opened(sock)
+        clock, batch = self.clock, self.batch_lock
+        while True:
+            data = reads.wait()
+            if data is None:
+                continue
+            with batch:
+                began = clock()
+                out = self._take(session, data)
+                while out.records_only and reads.full and clock() - began < _HOLD:
+                    more = reads.now()
+                    if more is None:
+                        break
+                    out = self._take(session, more)
+            self._settle(out)
+
+    def _opened(self, sock: socket.socket) -> None:
+        now = self.clock()
         self.last_received = now
         self.session_messages = 0
         self.backoff.connected(now)
-        # From here on the socket never blocks: the IO thread waits in poll()
-        # below, and a send from any thread takes what the socket can take now.
+        # From here on the socket never blocks: the IO thread waits in poll(),
+        # and a send from any thread takes what the socket can take now.
         sock.settimeout(0.0)
         with self._lock:
             if self._stopping.is_set():
                 raise _Stopped
             self._reset_outbox()
             self._live = sock
-        log.info("connected to %s", dialect.safe_url)
-        handler.link_opened(self)
-        # One buffer for the connection's life: recv(256 KiB) would allocate
-        # (and, above malloc's mmap threshold, map and unmap) 256 KiB per call.
-        buffer = bytearray(_READ_SIZE)
-        view = memoryview(buffer)
-        recv_into = sock.recv_into
-        stale = self.stale_timeout
-        stall = min(_SEND_STALL, stale / 2)
-        pong_alive = dialect.pong_counts_as_liveness
-        records = dialect.records
-        batch_lock = self.batch_lock
-        tls = isinstance(sock, ssl.SSLSocket)
-        coalesce = self.coalesce
-        stopping = self._stopping
-        poller = select.poll()
-        poller.register(sock, select.POLLIN)
-        size = 0
-        held = 0.0  # when the current run of back-to-back reads began
-        while True:
-            if size == _READ_SIZE and clock() - held < _HOLD:
-                # The last read filled the buffer, so more is waiting: take it
-                # without blocking and without letting getters in between.
-                batch_lock.acquire()
-                try:
-                    size = recv_into(buffer)
-                    if tls and size:
-                        size = self._fill_tls(sock, view, size)
-                except _WOULD_BLOCK:
-                    size = 0
-                    batch_lock.release()
-                    continue
-                except BaseException:
-                    batch_lock.release()
-                    raise
-            else:
-                if coalesce and size and stopping.wait(coalesce):
-                    raise _Stopped
-                size = 0
-                if not self._wait_readable(sock, poller, tls, stale, stall):
-                    continue
-                try:
-                    size = recv_into(buffer)
-                    if tls and size:
-                        size = self._fill_tls(sock, view, size)
-                except _WOULD_BLOCK:
-                    continue
-                except (OSError, ssl.SSLError) as exc:
-                    if self._stopping.is_set():
-                        raise _Stopped from None
-                    raise ConnectionLostError(f"the connection broke: {_describe(exc)}") from None
-                batch_lock.acquire()
-                held = clock()
-            try:
-                if not size:
-                    if self._stopping.is_set():
-                        raise _Stopped
-                    self._check_outbox(stall)
-                    raise ConnectionLostError("the server dropped the connection without a close frame")
-                now = clock()
-                messages = reader.feed(view[:size].tobytes())
-                if not messages:
-                    continue  # the rest of a frame is still on its way
-                # The common batch: only data messages, all well formed. One
-                # pass decodes and applies it; anything else (pings, control
-                # frames or messages, a bad message) takes the careful loop
-                # below, which decodes again, outside the lock.
-                try:
-                    events: list[Any] = [decode(p, now) for op, p in messages if op == TEXT]  # type: ignore[arg-type]
-                except Exception:
-                    events = []
-                if len(events) == len(messages) and records.issuperset(map(type, events)):
-                    self._count(len(events))
-                    self.last_received = now
-                    self._deliver(events)
-                    continue
-            finally:
-                batch_lock.release()
-            events = []
-            alive = False
-            texts = len(messages)  # corrected below for the rare control frames
-            for opcode, payload in messages:
-                if opcode == frames.TEXT:
-                    try:
-                        event = decode(payload, now)  # type: ignore[arg-type]
-                    except ProtocolError as exc:
-                        alive = True
-                        handler.link_bad_message(exc)
-                        continue
-                    except Exception as exc:  # a decoder bug must not end the connection
-                        alive = True
-                        log.error("decoding a message raised %s", type(exc).__name__, exc_info=exc)
-                        handler.link_bad_message(
-                            ProtocolError(f"a message the decoder failed on ({type(exc).__name__})")
-                        )
-                        continue
-                    kind = type(event)
-                    if kind is Pong:
-                        alive = alive or pong_alive
-                        continue
-                    alive = True
-                    if kind is Ping:
-                        iso = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-                        self.send_text(dialect.pong(event, iso))
-                    elif event is not None:
-                        events.append(event)
-                    else:
-                        self.ignored += 1
-                elif opcode == frames.PING:
-                    texts -= 1
-                    alive = True
-                    self._send_frame(frames.encode_frame(frames.PONG, payload, os.urandom(4)))  # type: ignore[arg-type]
-                elif opcode == frames.PONG:
-                    texts -= 1
-                    alive = alive or pong_alive
-                elif opcode == frames.CLOSE:
-                    code, reason = frames.parse_close(payload)  # type: ignore[arg-type]
-                    self._count(texts - 1)
-                    if events:
-                        self._deliver(events)
-                    with self._lock:
-                        if self._live is not None:
-                            self._write(frames.encode_close(code or 1000, "", os.urandom(4)))
-                            self._live = None
-                    raise _Closed(code, reason)
-                else:
-                    texts -= 1
-                    alive = True
-                    handler.link_bad_message(ProtocolError("a binary frame, where only text is expected"))
-            self._count(texts)
-            if alive:
-                self.last_received = now
-            if events:
-                self._deliver(events)
+        log.info("connected to %s", self.dialect.safe_url)
+        self.handler.link_opened(self)
+
+    def _take(self, session: Session, data: bytes) -> Outcome:
+        """Decode one read (batch lock held); a read of well-formed records is applied at once."""
+        if not data:
+            if self._stopping.is_set():
+                raise _Stopped
+            self._check_outbox(min(_SEND_STALL, self.stale_timeout / 2))
+            raise ConnectionLostError("the server dropped the connection without a close frame")
+        now = self.clock()
+        out = session.receive(data, now)
+        if out.records_only and out.events:
+            self._count(out.messages)
+            self.last_received = now
+            self._deliver(out.events)
+        return out
+
+    def _settle(self, out: Outcome) -> None:
+        """The rest of a read that was not only records, outside the batch lock."""
+        if out.records_only:
+            return
+        self._count(out.messages)
+        self.ignored += out.ignored
+        if out.alive:
+            self.last_received = self.clock()
+        for error in out.bad:
+            cause = error.__cause__
+            if cause is not None:  # a decoder bug, not bad input: log it whole
+                log.error("decoding a message raised %s", type(cause).__name__, exc_info=cause)
+            self.handler.link_bad_message(error)
+        if out.events:
+            self._deliver(out.events)
+        with self._lock:
+            for reply in out.replies:
+                self._write(reply)
+            if out.close is not None:
+                self._live = None
+        if out.close is not None:
+            raise _Closed(*out.close)
 
     def _wait_readable(
         self, sock: socket.socket, poller: select.poll, tls: bool, stale: float, stall: float
@@ -893,9 +873,9 @@ class Connection:
         self.messages += texts
         self.session_messages += texts
 
-    def _send_frame(self, frame: bytes) -> None:
-        with self._lock:
-            self._write(frame)
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _describe(exc: BaseException | None) -> str:
