@@ -49,7 +49,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import attrs
 
@@ -63,7 +63,13 @@ from .dialects.agentexchange import (
     check_interval,
     normalize_symbol,
 )
-from .dialects.nexgent import INITIAL_DATA_FAILED, InitialData, NexgentDialect, PositionChange
+from .dialects.nexgent import (
+    INITIAL_DATA_FAILED,
+    AgentConnected,
+    InitialData,
+    NexgentDialect,
+    PositionChange,
+)
 from .dispatch import Callback, Dispatcher, EventQueue
 from .errors import (
     AgentNotFoundError,
@@ -227,7 +233,7 @@ class BaseClient:
 
     # -- lifecycle -------------------------------------------------------------
 
-    def start(self) -> BaseClient:
+    def start(self) -> Self:
         """Start the IO and dispatcher threads and return at once (idempotent).
 
         The lifecycle: a client runs from start() until close() (or a fatal
@@ -436,7 +442,7 @@ class BaseClient:
             lambda: True if self._status is ConnectionState.CONNECTED else None, timeout, "connection"
         )
 
-    def __enter__(self) -> Any:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -725,13 +731,6 @@ class AgentExchangeWS(BaseClient):
         self._pending: deque[tuple[Subscription, str]] = deque()  # sent, not yet answered
         self._confirmed_keys: set[str] = set()
         self._unserved: tuple[Subscription, ...] = ()
-
-    def start(self) -> AgentExchangeWS:
-        super().start()
-        return self
-
-    def __enter__(self) -> AgentExchangeWS:
-        return self.start()
 
     # -- decorators ----------------------------------------------------------------
 
@@ -1102,13 +1101,6 @@ class NexgentWS(BaseClient):
         self._refreshed = False
         self._book = self._state.book
 
-    def start(self) -> NexgentWS:
-        super().start()
-        return self
-
-    def __enter__(self) -> NexgentWS:
-        return self.start()
-
     def _identity_extra(self) -> str:
         return self._nexgent.agent_id  # one owner's token serves several agents
 
@@ -1255,6 +1247,13 @@ class NexgentWS(BaseClient):
                 elif kind is InitialData:
                     jobs.extend((("position_update",), e) for e in book.initial(event.positions))
                     jobs.append(positions())
+                elif kind is AgentConnected:
+                    if event.agent_id is not None and event.agent_id != self.agent_id:
+                        errors.append(
+                            ProtocolError(
+                                f"the server confirmed agent {event.agent_id!r}, not {self.agent_id!r}"
+                            )
+                        )
                 elif kind is ErrorMessage:
                     error = server_error(event.message)
                     if event.message.startswith(INITIAL_DATA_FAILED) and not book.loaded:

@@ -29,7 +29,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 from urllib.parse import unquote, urlsplit
 
 import websocket
@@ -49,6 +49,7 @@ from .errors import (
     ConnectionLostError,
     ProtocolError,
     StaleConnectionError,
+    StoppedError,
     TLSError,
 )
 from .session import Outcome, Session
@@ -79,8 +80,6 @@ _WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
 class Dialect(Protocol):
-    @property
-    def name(self) -> str: ...
     @property
     def pong_counts_as_liveness(self) -> bool: ...
     @property
@@ -503,7 +502,7 @@ class Connection:
             pass
         except BaseException as exc:  # never die silently
             log.critical("the IO thread crashed", exc_info=exc)
-            error = AgentXError(f"internal error in the IO thread: {type(exc).__name__}")
+            error = StoppedError(f"internal error in the IO thread: {type(exc).__name__}")
             self.handler.link_verdict(Verdict.FATAL, error)
         finally:
             with self._lock:
@@ -518,8 +517,7 @@ class Connection:
             try:
                 self.handler.link_connecting()
                 sock = self._open()
-                self._session(sock)
-                error = ConnectionLostError("the connection ended")  # not reached normally
+                self._session(sock)  # returns only by raising
             except _Stopped:
                 return
             except _HandshakeRefused as exc:
@@ -735,7 +733,7 @@ class Connection:
 
     # -- a live connection ---------------------------------------------------------
 
-    def _session(self, sock: socket.socket) -> None:
+    def _session(self, sock: socket.socket) -> NoReturn:
         """Glue around the pure :class:`Session`: read, let it decode, act on what it says.
 
         The batch lock is taken in one place: around decoding a read and

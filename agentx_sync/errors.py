@@ -3,12 +3,13 @@
 ::
 
     AgentXError
-    ├── AuthenticationError        handshake refused (401/403): never retried
-    ├── AgentNotFoundError         Nexgent close 1008: the agent is not yours
-    ├── ConnectionReplacedError    Nexgent close 1000 "New connection established"
+    ├── StoppedError               the client has stopped for good: it will not reconnect
+    │   ├── AuthenticationError        handshake refused (401/403, a proxy's 407): never retried
+    │   ├── AgentNotFoundError         Nexgent close 1008: the agent is not yours
+    │   ├── ConnectionReplacedError    Nexgent close 1000 "New connection established"
+    │   └── TLSError                   the server's certificate was refused: not retried
     ├── ConnectionLostError        the connection dropped; the client reconnects
     │   └── StaleConnectionError   nothing heard for ``stale_timeout`` seconds
-    ├── TLSError                   the server's certificate was refused: not retried
     ├── ProtocolError              a frame or message the library cannot accept
     ├── ServerError                the server sent an ``error`` message
     │   ├── InvalidChannelError        code INVALID_CHANNEL
@@ -42,6 +43,7 @@ __all__ = [
     "ProtocolError",
     "ServerError",
     "StaleConnectionError",
+    "StoppedError",
     "SubscriptionLimitError",
     "TLSError",
     "UnknownActionError",
@@ -54,19 +56,24 @@ class AgentXError(Exception):
     """Base of every error agentx_sync raises or reports."""
 
 
-class AuthenticationError(AgentXError):
-    """The server refused the credentials at the handshake (HTTP 401/403)."""
+class StoppedError(AgentXError):
+    """The client has stopped for good and will not reconnect (``health().state``
+    is ``failed`` or ``replaced``): ``except StoppedError`` catches every such end."""
+
+
+class AuthenticationError(StoppedError):
+    """The server refused the credentials at the handshake (HTTP 401/403), or a proxy its own (407)."""
 
     def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
 
 
-class AgentNotFoundError(AgentXError):
+class AgentNotFoundError(StoppedError):
     """Nexgent closed with 1008 "Agent not found": the agent is not the token owner's."""
 
 
-class ConnectionReplacedError(AgentXError):
+class ConnectionReplacedError(StoppedError):
     """Another client connected for the same Nexgent agent and replaced this one."""
 
 
@@ -83,7 +90,7 @@ class StaleConnectionError(ConnectionLostError):
     """Nothing arrived from the server for ``stale_timeout`` seconds."""
 
 
-class TLSError(AgentXError):
+class TLSError(StoppedError):
     """TLS failed: an untrusted certificate or a wrong host name. Not retried."""
 
 

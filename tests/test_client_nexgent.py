@@ -404,3 +404,14 @@ def test_one_bad_price_in_a_batch_is_counted_and_the_rest_apply(
     eventually(lambda: ws.health().bad_messages == 1)
     assert ws.get_cached_price_usd("So1GoodToken") is None and ws.get_cached_price("so1other") is None
     assert ws.get_position(raw["id"]).profit_loss_percent == Decimal(100)
+
+
+def test_a_connected_message_for_another_agent_is_reported(
+    nsim: NexgentSimulator, agent: str, nclient: Make
+) -> None:
+    ws = nclient()
+    ws.start().wait_for_positions(timeout=5)
+    assert ws.health().bad_messages == 0  # the simulator's own "connected" names our agent
+    nsim.send_raw(json.dumps({"type": "connected", "data": {"agentId": "someone-else"}}))
+    eventually(lambda: ws.health().bad_messages == 1, what="the mismatch reported")
+    assert "someone-else" in (ws.health().last_error or "") and ws.connected

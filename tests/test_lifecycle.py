@@ -18,6 +18,7 @@ from agentx_sync import (
     ClientStateError,
     ConnectionState,
     NexgentWS,
+    StoppedError,
     Ticker,
 )
 from agentx_sync.sim import NexgentSimulator, Simulator
@@ -277,3 +278,29 @@ def test_a_child_forked_while_the_io_thread_held_the_locks_does_not_hang(
         holder.join()
     assert report == {"price": "None", "positions": 0, "state": "closed", "closed": True}
     assert ws.connected
+
+
+def test_every_end_for_good_is_a_stopped_error(
+    sim: Simulator, client: Callable[..., AgentExchangeWS], nsim: NexgentSimulator, agent: str
+) -> None:
+    sim.refuse_key("ak_test")
+    with pytest.raises(StoppedError):
+        client().start().wait_connected(10)
+    first = NexgentWS(api_url=nsim.url, token=nsim.issue_token(), agent_id=agent, backoff=FAST)
+    second = NexgentWS(api_url=nsim.url, token=nsim.issue_token(), agent_id=agent, backoff=FAST)
+    try:
+        first.start().wait_connected(10)
+        second.start().wait_connected(10)  # takes the agent over
+        with pytest.raises(StoppedError):
+            first.run_forever()
+        assert first.state is ConnectionState.REPLACED
+    finally:
+        assert first.close(2) and second.close(2)
+    stranger = NexgentWS(
+        api_url=nsim.url, token=nsim.issue_token(user="user-2"), agent_id=agent, backoff=FAST
+    )
+    try:
+        with pytest.raises(StoppedError):  # connected, then closed 1008: not this user's agent
+            stranger.run_forever()
+    finally:
+        assert stranger.close(2)

@@ -349,7 +349,6 @@ def decode(text: str, now: float) -> Event | None:
 class AgentExchangeDialect:
     """Everything platform-specific about AgentExchange, for the IO layer."""
 
-    name: Final = "agentexchange"
     #: Every message from the server proves the link is alive.
     pong_counts_as_liveness: Final = True
     #: The data messages: decoded and applied to the cache as one batch.

@@ -361,7 +361,6 @@ def _endpoint(api_url: str) -> Endpoint:
 class NexgentDialect:
     """Everything platform-specific about Nexgent, for the IO layer."""
 
-    name: Final = "nexgent"
     #: Answers to the client's own probes prove nothing: after a takeover the
     #: server may keep a socket that answers pings but sends nothing else.
     pong_counts_as_liveness: Final = False

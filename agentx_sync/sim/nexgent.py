@@ -23,18 +23,6 @@ from ._server import SimBase, SimConnection
 
 __all__ = ["NexgentSimulator", "with_prices"]
 
-_PRICE_FIELDS = (
-    "currentPrice",
-    "currentPriceUsd",
-    "purchasePriceUsd",
-    "positionValueUsd",
-    "positionValueSol",
-    "profitLossUsd",
-    "profitLossSol",
-    "profitLossPercent",
-    "priceChangePercent",
-)
-
 
 def _now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
