@@ -13,6 +13,7 @@ line on stderr and a non-zero exit status, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import threading
@@ -106,26 +107,7 @@ def watch(
     svg: str | None = None,
 ) -> int:
     """Connect, then redraw the board every ``interval`` s until Ctrl-C or ``duration``."""
-    try:
-        _connect(ws, timeout)
-    except AuthenticationError as exc:
-        raise CliError(f"authentication refused: {exc}", EXIT_AUTH) from None
-    except AgentXError as exc:
-        raise CliError(str(exc), EXIT_CONNECT) from None
-    except TimeoutError:
-        reason = ws.health().last_error or "no answer"
-        raise CliError(f"cannot connect to {ws.health().url}: {reason}", EXIT_CONNECT) from None
-    if isinstance(ws, AgentExchangeWS):
-        for symbol in symbols[:3]:
-            try:
-                ws.wait_for_price(symbol, timeout=2)
-            except (TimeoutError, AgentXError):
-                break
-    elif isinstance(ws, NexgentWS):
-        try:
-            ws.wait_for_positions(timeout=5)
-        except (TimeoutError, AgentXError):
-            pass
+    _first_data(ws, symbols, timeout)
     board = Board(ws, symbols)
     screen = _Screen(plain)
     deadline = None if duration is None else time.monotonic() + duration
@@ -145,6 +127,25 @@ def watch(
         screen.close()
         if svg is not None and frame is not None:
             save_svg(frame, svg)
+
+
+def _first_data(ws: BaseClient, symbols: Sequence[str], timeout: float) -> None:
+    """Connect (one line and an exit status if that fails), then give the first data a moment."""
+    try:
+        _connect(ws, timeout)
+    except AuthenticationError as exc:
+        raise CliError(f"authentication refused: {exc}", EXIT_AUTH) from None
+    except AgentXError as exc:
+        raise CliError(str(exc), EXIT_CONNECT) from None
+    except TimeoutError:
+        reason = ws.health().last_error or "no answer"
+        raise CliError(f"cannot connect to {ws.health().url}: {reason}", EXIT_CONNECT) from None
+    with contextlib.suppress(TimeoutError, AgentXError):
+        if isinstance(ws, NexgentWS):
+            ws.wait_for_positions(timeout=5)
+        elif isinstance(ws, AgentExchangeWS):
+            for symbol in symbols[:3]:
+                ws.wait_for_price(symbol, timeout=2)
 
 
 # -- commands --------------------------------------------------------------------------

@@ -861,7 +861,7 @@ class AgentExchangeWS(BaseClient):
 
     # -- the IO thread's hot path ----------------------------------------------------
 
-    def link_events(self, events: list[Any]) -> None:
+    def link_events(self, events: list[Any]) -> None:  # noqa: C901, PLR0912 - the hot path: one pass routes a read's records to the cache, callbacks and queue
         if not self._started:
             return  # an IO thread that outlived close(): it must not fill a closed client
         records = [e for e in events if type(e) in _RECORDS]
@@ -1215,7 +1215,7 @@ class NexgentWS(BaseClient):
         with self._state.cond:
             self._book.clear()
 
-    def link_events(self, events: list[Any]) -> None:
+    def link_events(self, events: list[Any]) -> None:  # noqa: C901 - the hot path: a read's Nexgent events applied as one state change
         if not self._started:
             return  # an IO thread that outlived close(): it must not fill a closed client
         book = self._book
@@ -1225,7 +1225,7 @@ class NexgentWS(BaseClient):
         def positions() -> tuple[Key, list[Position]]:
             return ("positions",), list(book.records.values())
 
-        def apply() -> None:
+        def apply() -> None:  # noqa: C901 - a flat switch on the event type, inside the one state change
             # All the events of one read, as one state change.
             for event in events:
                 kind = type(event)

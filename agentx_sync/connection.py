@@ -73,6 +73,7 @@ _MAX_RESPONSE = 64 * 1024
 #: many seconds without progress, the peer is dropped and a new connection made.
 _MAX_OUTBOX = 1024 * 1024
 _SEND_STALL = 10.0
+_NO_REDIRECTS = "redirects are not followed (point the client at the WebSocket endpoint itself)"
 #: The longest the IO thread blocks at once, so that it checks queued output
 #: and its deadlines at least this often.
 _TICK = 1.0
@@ -512,70 +513,71 @@ class Connection:
                     self._sock = None
 
     def _loop(self) -> None:
+        """Connect, run the session, and on its end back off and connect again, until stopped."""
         while not self._stopping.is_set():
-            error: AgentXError
             try:
-                self.handler.link_connecting()
-                sock = self._open()
-                self._session(sock)  # returns only by raising
+                error, verdict = self._attempt()
             except _Stopped:
                 return
-            except _HandshakeRefused as exc:
-                verdict = self.dialect.handshake_verdict(exc.status)
-                if verdict is Verdict.AUTH_FAILED:
-                    error = AuthenticationError(
-                        f"the server refused the credentials (HTTP {exc.status})", status=exc.status
-                    )
-                else:
-                    error = ConnectionLostError(f"the server refused the handshake (HTTP {exc.status})")
-                if verdict is not Verdict.RECONNECT:
-                    self._drop()
-                    decision = self.handler.link_verdict(verdict, error)
-                    if decision is Verdict.RETRY_NOW:
-                        continue
-                    if decision is not Verdict.RECONNECT:
-                        return
-            except _Closed as exc:
-                error = ConnectionLostError(
-                    f"the server closed the connection ({exc.code} {exc.reason})".rstrip(),
-                    code=exc.code,
-                    reason=exc.reason,
-                )
-                verdict = self.dialect.close_verdict(exc.code, exc.reason)
-                if verdict is not Verdict.RECONNECT:
-                    self._drop()
-                    decision = self.handler.link_verdict(verdict, error)
-                    if decision is Verdict.RETRY_NOW:
-                        continue
-                    if decision is not Verdict.RECONNECT:
-                        return
-            except (TLSError, AuthenticationError) as exc:  # a refused certificate or proxy password
-                self._drop()
-                self.handler.link_verdict(Verdict.FATAL, exc)
-                return
-            except ProtocolError as exc:
-                error = exc
-                with self._lock:
-                    if self._live is not None and exc.close_code:
-                        self._write(frames.encode_close(exc.close_code, "protocol error", os.urandom(4)))
-            except AgentXError as exc:
-                error = exc
-            except (OSError, websocket.WebSocketException) as exc:
-                if self._stopping.is_set():
-                    return
-                error = ConnectionLostError(_describe(exc))
-            except Exception as exc:  # a bug of ours: report it, then reconnect rather than die
-                if self._stopping.is_set():
-                    return
-                log.critical("unexpected error in the IO thread; reconnecting", exc_info=exc)
-                error = ConnectionLostError(f"internal error in the IO thread ({type(exc).__name__})")
             self._drop()
             if self._stopping.is_set():
                 return
+            if verdict is not Verdict.RECONNECT:
+                decision = self.handler.link_verdict(verdict, error)
+                if decision is Verdict.RETRY_NOW:
+                    continue
+                if decision is not Verdict.RECONNECT:
+                    return
             delay = self.backoff.next_delay(self._rng.random())
             self.handler.link_lost(error, delay)
             if self._stopping.wait(delay):
                 return
+
+    def _attempt(self) -> tuple[AgentXError, Verdict]:  # noqa: PLR0911 - one return for each way a connection ends
+        """One connection, from the attempt to its end: why it ended, and what to do about it.
+
+        Raises:
+            _Stopped: stop() was called meanwhile.
+        """
+        try:
+            self.handler.link_connecting()
+            self._session(self._open())
+        except _HandshakeRefused as exc:
+            return self._refused(exc.status)
+        except _Closed as exc:
+            text = f"the server closed the connection ({exc.code} {exc.reason})".rstrip()
+            error = ConnectionLostError(text, code=exc.code, reason=exc.reason)
+            return error, self.dialect.close_verdict(exc.code, exc.reason)
+        except (TLSError, AuthenticationError) as exc:  # a refused certificate or proxy password
+            return exc, Verdict.FATAL
+        except ProtocolError as exc:
+            with self._lock:  # fail the WebSocket as RFC 6455 says, if it is still open
+                if self._live is not None and exc.close_code:
+                    self._write(frames.encode_close(exc.close_code, "protocol error", os.urandom(4)))
+            return exc, Verdict.RECONNECT
+        except AgentXError as exc:
+            return exc, Verdict.RECONNECT
+        except (OSError, websocket.WebSocketException) as exc:
+            self._raise_if_stopping()
+            return ConnectionLostError(_describe(exc)), Verdict.RECONNECT
+        except Exception as exc:  # a bug of ours: report it, then reconnect rather than die
+            self._raise_if_stopping()
+            log.critical("unexpected error in the IO thread; reconnecting", exc_info=exc)
+            return ConnectionLostError(
+                f"internal error in the IO thread ({type(exc).__name__})"
+            ), Verdict.RECONNECT
+
+    def _refused(self, status: int) -> tuple[AgentXError, Verdict]:
+        verdict = self.dialect.handshake_verdict(status)
+        if verdict is Verdict.AUTH_FAILED:
+            return AuthenticationError(
+                f"the server refused the credentials (HTTP {status})", status=status
+            ), verdict
+        return ConnectionLostError(f"the server refused the handshake (HTTP {status})"), verdict
+
+    def _raise_if_stopping(self) -> None:
+        if self._stopping.is_set():
+            raise _Stopped
 
     def _drop(self) -> None:
         self.backoff.disconnected(self.clock())
@@ -589,6 +591,7 @@ class Connection:
     # -- connecting ------------------------------------------------------------------
 
     def _open(self) -> socket.socket:
+        """TCP (through a proxy if one applies), TLS for wss://, then the HTTP upgrade: one deadline."""
         url = self.dialect.url
         parts = urlsplit(url)
         secure = parts.scheme == "wss"
@@ -599,18 +602,23 @@ class Connection:
             proxy = find_proxy(host, secure, self._proxy, self.trust_env)
         except ValueError as exc:
             raise ConnectionLostError(f"the environment's proxy setting is unusable: {exc}") from None
-        where, dial = (
-            (f"the proxy {proxy.host}:{proxy.port}", (proxy.host, proxy.port))
-            if proxy
-            else (
-                f"{host}:{port}",
-                (host, port),
-            )
-        )
+        if proxy is None:
+            sock = self._dial(host, port, f"{host}:{port}", deadline)
+        else:
+            sock = self._dial(proxy.host, proxy.port, f"the proxy {proxy.host}:{proxy.port}", deadline)
+            self._tunnel(sock, proxy, host, port, deadline)
+        sock.settimeout(max(0.01, deadline - self.clock()))
+        if secure:
+            sock = self._secure(sock, host)
+        self._upgrade(sock, url, deadline)
+        return sock
+
+    def _dial(self, host: str, port: int, where: str, deadline: float) -> socket.socket:
+        """A TCP connection to the first address of ``host`` that answers."""
         try:
-            infos = socket.getaddrinfo(*dial, type=socket.SOCK_STREAM)
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except socket.gaierror as exc:
-            raise ConnectionLostError(f"cannot resolve {dial[0]!r}: {exc.strerror}") from None
+            raise ConnectionLostError(f"cannot resolve {host!r}: {exc.strerror}") from None
         last: OSError | None = None
         for family, kind, proto, _, addr in infos:
             sock = socket.socket(family, kind, proto)
@@ -621,35 +629,37 @@ class Connection:
                 self._sock = sock
             try:
                 self._connect(sock, addr, deadline)
-                break
             except OSError as exc:
                 last = exc
                 self._drop()
-        else:
-            raise ConnectionLostError(f"cannot connect to {where}: {_describe(last)}")
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if self.coalesce:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        if proxy is not None:
-            self._tunnel(sock, proxy, host, port, deadline)
-        sock.settimeout(max(0.01, deadline - self.clock()))
-        if secure:
-            context = self.ssl_context or ssl.create_default_context()
-            try:
-                tls = context.wrap_socket(sock, server_hostname=host)
-            except ssl.SSLCertVerificationError as exc:
-                # Not retried: an untrusted certificate does not fix itself.
-                raise TLSError(f"TLS certificate of {host} refused: {exc.verify_message}") from None
-            except ssl.SSLError as exc:
-                raise ConnectionLostError(f"TLS handshake with {host} failed: {exc.reason}") from None
-            with self._lock:
-                self._sock = sock = tls
-        upgrade = _Upgrade(sock, deadline, self.clock, _MAX_RESPONSE)
+                continue
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.coalesce:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            return sock
+        raise ConnectionLostError(f"cannot connect to {where}: {_describe(last)}")
+
+    def _secure(self, sock: socket.socket, host: str) -> socket.socket:
+        """The TLS handshake, checking the certificate and host name (``ssl_context`` or the system's CAs)."""
+        context = self.ssl_context or ssl.create_default_context()
+        try:
+            tls = context.wrap_socket(sock, server_hostname=host)
+        except ssl.SSLCertVerificationError as exc:
+            # Not retried: an untrusted certificate does not fix itself.
+            raise TLSError(f"TLS certificate of {host} refused: {exc.verify_message}") from None
+        except ssl.SSLError as exc:
+            raise ConnectionLostError(f"TLS handshake with {host} failed: {exc.reason}") from None
+        with self._lock:
+            self._sock = tls
+        return tls
+
+    def _upgrade(self, sock: socket.socket, url: str, deadline: float) -> None:
+        """The HTTP upgrade, by websocket-client, under the deadline and the answer's size bound."""
         try:
             ws = websocket.WebSocket(skip_utf8_validation=True)
             ws.connect(  # type: ignore[no-untyped-call]
                 url,
-                socket=upgrade,
+                socket=_Upgrade(sock, deadline, self.clock, _MAX_RESPONSE),
                 timeout=max(0.01, deadline - self.clock()),
                 suppress_origin=True,
                 redirect_limit=0,
@@ -662,27 +672,26 @@ class Connection:
                 f"the server's answer to the HTTP upgrade exceeds {_MAX_RESPONSE // 1024} KiB"
             ) from None
         except (websocket.WebSocketException, TimeoutError) as exc:
-            if self.clock() >= deadline:
-                raise ConnectionLostError(
-                    f"the HTTP upgrade did not complete within connect_timeout ({self.connect_timeout:g} s)"
-                ) from None
-            if "redirect" in str(exc).lower():
-                raise ConnectionLostError(
-                    "the server answered the upgrade with a redirect; redirects are not followed "
-                    "(point the client at the WebSocket endpoint itself)"
-                ) from None
-            raise ConnectionLostError(f"the HTTP upgrade failed: {type(exc).__name__}") from None
+            raise self._upgrade_failed(exc, deadline) from None
         # Some websocket-client versions return a 3xx answer as if it were the
         # upgrade: only 101 Switching Protocols opens a WebSocket.
         status = ws.getstatus()
-        if status != 101:
-            if isinstance(status, int) and 300 <= status < 400:
-                raise ConnectionLostError(
-                    f"the server answered the upgrade with HTTP {status} (a redirect); redirects are not "
-                    "followed (point the client at the WebSocket endpoint itself)"
-                )
-            raise ConnectionLostError(f"the server answered the upgrade with HTTP {status}, not 101")
-        return sock
+        if status == 101:
+            return
+        if isinstance(status, int) and 300 <= status < 400:
+            raise ConnectionLostError(
+                f"the server answered the upgrade with HTTP {status} (a redirect); {_NO_REDIRECTS}"
+            )
+        raise ConnectionLostError(f"the server answered the upgrade with HTTP {status}, not 101")
+
+    def _upgrade_failed(self, exc: Exception, deadline: float) -> ConnectionLostError:
+        if self.clock() >= deadline:
+            return ConnectionLostError(
+                f"the HTTP upgrade did not complete within connect_timeout ({self.connect_timeout:g} s)"
+            )
+        if "redirect" in str(exc).lower():
+            return ConnectionLostError(f"the server answered the upgrade with a redirect; {_NO_REDIRECTS}")
+        return ConnectionLostError(f"the HTTP upgrade failed: {type(exc).__name__}")
 
     def _tunnel(self, sock: socket.socket, proxy: Proxy, host: str, port: int, deadline: float) -> None:
         """HTTP CONNECT through ``proxy`` (websocket-client's exchange, under our deadline and size bound)."""

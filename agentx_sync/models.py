@@ -106,7 +106,7 @@ class Record:
         return {k: getattr(self, k) for k in _keys(type(self))}
 
 
-def jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:  # noqa: C901, PLR0911 - a flat switch on the value's type
     """``value`` as what ``json.dumps`` takes: str, int, float, bool, None, list, dict."""
     if value is None or type(value) in (str, int, bool):
         return value

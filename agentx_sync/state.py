@@ -70,7 +70,7 @@ class State:
 
     # -- writing (IO thread) ---------------------------------------------------
 
-    def apply(self, events: Iterable[Any]) -> None:
+    def apply(self, events: Iterable[Any]) -> None:  # noqa: C901, PLR0912 - the hot path: a read's records applied under one lock, a switch on type
         """Apply a batch of events as one state change and wake every waiter.
 
         A trade, candle or portfolio snapshot older (by its own timestamp, up

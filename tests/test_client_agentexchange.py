@@ -380,8 +380,8 @@ def test_close_from_inside_a_callback_and_from_another_thread(sim: Simulator, cl
     ws = client()
     results: list[bool] = []
     ws.on_ticker("BTCUSDT")(lambda t: results.append(ws.close(1)) if not results else None)
-    ws.start().wait_connected(5)
-    eventually(lambda: results)
+    ws.start()  # not wait_connected(): the callback may close the client before this thread looks
+    eventually(lambda: results, 10, "the callback's close()")
     assert results == [True]
     assert ws.close(2)
     other = client()

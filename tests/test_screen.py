@@ -170,6 +170,7 @@ def test_the_change_column_and_the_last_move(sim: Simulator, client: Callable[..
     ws.subscribe_ticker("BTCUSDT")
     board = Board(ws, ["BTCUSDT"])
     ws.start().wait_connected(5)
+    sim.wait_for(lambda: any("ticker:BTCUSDT" in subs for subs in sim.subscriptions()))
     sim.tick("BTCUSDT", "100")
     eventually(lambda: ws.get_cached_price("BTCUSDT") == 100)
     assert board.frame().quotes[0].change == 0

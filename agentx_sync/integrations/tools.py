@@ -73,7 +73,7 @@ def _token_name(symbol: str | None, address: str) -> str:
     return f"{_clip(symbol, 24)} ({_clip(address, 64)})" if symbol else _clip(address, 64)
 
 
-def agentexchange_tools(ws: AgentExchangeWS, *, wait: float = 3.0) -> list[ToolSpec]:
+def agentexchange_tools(ws: AgentExchangeWS, *, wait: float = 3.0) -> list[ToolSpec]:  # noqa: C901 - one small closure per tool; their branches add up here
     """Price, orders and portfolio tools over a running :class:`AgentExchangeWS`."""
 
     misses: dict[str, float] = {}  # symbol -> when it last brought no price
@@ -154,7 +154,7 @@ def agentexchange_tools(ws: AgentExchangeWS, *, wait: float = 3.0) -> list[ToolS
     ]
 
 
-def nexgent_tools(ws: NexgentWS, *, wait: float = 3.0) -> list[ToolSpec]:
+def nexgent_tools(ws: NexgentWS, *, wait: float = 3.0) -> list[ToolSpec]:  # noqa: C901 - one small closure per tool; their branches add up here
     """A positions tool and a token price tool over a running :class:`NexgentWS`."""
 
     def get_positions() -> str:
