@@ -68,7 +68,6 @@ from .dialects.nexgent import (
     AgentConnected,
     InitialData,
     NexgentDialect,
-    PositionChange,
 )
 from .dispatch import Callback, Dispatcher, EventQueue
 from .errors import (
@@ -96,6 +95,7 @@ from .models import (
     OrderStatus,
     Portfolio,
     Position,
+    PositionChange,
     PriceBatch,
     Ticker,
 )

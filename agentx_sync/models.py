@@ -47,6 +47,7 @@ __all__ = [
     "OrderStatus",
     "Portfolio",
     "Position",
+    "PositionChange",
     "PositionEvent",
     "PositionEventType",
     "PriceBatch",
@@ -630,6 +631,16 @@ class PositionEvent(Record):
     type: PositionEventType
     position_id: str
     position: Position | None
+
+
+@attrs.frozen
+class PositionChange:
+    """A ``position_update`` as the Nexgent dialect decodes it: ``fields`` is the (maybe
+    partial) parsed position, snake_case keys. The position book applies it."""
+
+    type: PositionEventType
+    position_id: str
+    fields: dict[str, Any] | None
 
 
 @attrs.frozen

@@ -21,9 +21,8 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from decimal import Decimal
 from time import monotonic as _monotonic
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
-from .dialects.nexgent import PositionChange, Terms, terms, valuation
 from .models import (
     DERIVED,
     POSITION_FIELDS,
@@ -32,6 +31,7 @@ from .models import (
     Order,
     Portfolio,
     Position,
+    PositionChange,
     PositionEvent,
     PositionEventType,
     PriceBatch,
@@ -39,7 +39,17 @@ from .models import (
 )
 from .numbers import CONTEXT
 
-__all__ = ["MAX_EARLY", "MAX_KEYS", "REPLAY_WINDOW", "SIGNAL_SLICE", "PositionBook", "State"]
+__all__ = [
+    "MAX_EARLY",
+    "MAX_KEYS",
+    "REPLAY_WINDOW",
+    "SIGNAL_SLICE",
+    "PositionBook",
+    "State",
+    "Terms",
+    "terms",
+    "valuation",
+]
 
 #: The longest a wait in the main thread blocks at once (see ``State._wait_for``).
 SIGNAL_SLICE = 0.2
@@ -278,6 +288,76 @@ MAX_KEYS = 10_000
 
 #: Positions whose early changes (before initial_data) are held at most; the oldest go first.
 MAX_EARLY = 10_000
+
+
+# -- Nexgent P/L: the server's formulas, once ---------------------------------------
+
+
+class Terms(NamedTuple):
+    """What a position's valuation needs besides the price: computed once per change."""
+
+    holding: Decimal  # remainingAmount if present, else purchaseAmount
+    offset: Decimal  # (realizedProfitSol or 0) - purchasePrice * holding
+    cost_centi: Decimal | None  # purchasePrice * purchaseAmount / 100 (exact); None for no cost
+    purchase_price: Decimal
+    price_centi: Decimal | None  # purchasePrice / 100 (exact); None for a zero price
+    purchase_price_usd: Decimal | None  # kept from initial_data: the server's own figure
+
+
+def terms(fields: dict[str, Any]) -> Terms:
+    """The price-independent part of the server's P/L formulas for a position.
+
+    Computed with the library's :data:`~agentx_sync.numbers.CONTEXT`, never the
+    calling thread's decimal context.
+    """
+    mul = CONTEXT.multiply
+    purchase_price = fields.get("purchase_price") or _ZERO
+    purchase_amount = fields.get("purchase_amount") or _ZERO
+    remaining = fields.get("remaining_amount")
+    holding = remaining if remaining is not None else purchase_amount
+    cost = mul(purchase_price, purchase_amount)
+    return Terms(
+        holding,
+        CONTEXT.subtract(fields.get("realized_profit_sol") or _ZERO, mul(purchase_price, holding)),
+        cost.scaleb(-2, CONTEXT) if cost else None,
+        purchase_price,
+        purchase_price.scaleb(-2, CONTEXT) if purchase_price else None,
+        fields.get("purchase_price_usd"),
+    )
+
+
+def valuation(t: Terms, price: Decimal, price_usd: Decimal | None) -> tuple[Any, ...]:
+    """The nine price fields of a position, in record order, as the server computes them.
+
+    ``holding = remainingAmount or purchaseAmount``;
+    ``positionValueSol = currentPrice * holding``;
+    ``profitLossSol = (realizedProfitSol or 0) + positionValueSol - purchasePrice * holding``;
+    ``profitLossPercent = profitLossSol / (purchasePrice * purchaseAmount) * 100`` (0 for no cost);
+    ``priceChangePercent = (currentPrice - purchasePrice) / purchasePrice * 100`` (0 for no price).
+    Dividing by ``x / 100`` (an exact shift) is the same as ``/ x * 100`` with one rounding.
+    ``positionValueUsd`` and ``profitLossUsd`` are left ``DERIVED``: the record
+    computes them from its other fields when read. All arithmetic uses the
+    library's own decimal context.
+    Order: current_price, current_price_usd, purchase_price_usd,
+    position_value_usd, position_value_sol, profit_loss_usd, profit_loss_sol,
+    profit_loss_percent, price_change_percent.
+    """
+    value = CONTEXT.multiply(price, t.holding)
+    pnl = CONTEXT.add(value, t.offset)
+    derived = None if price_usd is None else DERIVED
+    return (
+        price,
+        price_usd,
+        t.purchase_price_usd,
+        derived,
+        value,
+        derived,
+        pnl,
+        _ZERO if t.cost_centi is None else CONTEXT.divide(pnl, t.cost_centi),
+        _ZERO
+        if t.price_centi is None
+        else CONTEXT.divide(CONTEXT.subtract(price, t.purchase_price), t.price_centi),
+    )
 
 
 class PositionBook:

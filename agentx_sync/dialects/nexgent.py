@@ -16,14 +16,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 from urllib.parse import quote
 
 import attrs
 
 from ..errors import ProtocolError
-from ..models import DERIVED, PositionEventType, PriceBatch, PriceUpdate
-from ..numbers import CONTEXT
+from ..models import PositionChange, PositionEventType, PriceBatch, PriceUpdate
 from . import ErrorMessage, Ping, Pong, Subscribed, Verdict, loads
 from ._wire import (
     Endpoint,
@@ -43,13 +42,9 @@ __all__ = [
     "AgentConnected",
     "InitialData",
     "NexgentDialect",
-    "PositionChange",
-    "Terms",
     "build_url",
     "decode",
     "parse_position",
-    "terms",
-    "valuation",
 ]
 
 REPLACED_REASON: Final = "New connection established"
@@ -70,15 +65,6 @@ class InitialData:
     """The full set of positions, as parsed field dicts (snake_case keys)."""
 
     positions: tuple[dict[str, Any], ...]
-
-
-@attrs.frozen
-class PositionChange:
-    """A ``position_update``: ``fields`` is the (maybe partial) parsed position."""
-
-    type: PositionEventType
-    position_id: str
-    fields: dict[str, Any] | None
 
 
 # -- positions -------------------------------------------------------------------
@@ -179,73 +165,6 @@ def parse_position(raw: Any, *, partial: bool = False) -> dict[str, Any]:
             name, convert = spec
             fields[name] = convert(value, wire)
     return fields
-
-
-class Terms(NamedTuple):
-    """What a position's valuation needs besides the price: computed once per change."""
-
-    holding: Decimal  # remainingAmount if present, else purchaseAmount
-    offset: Decimal  # (realizedProfitSol or 0) - purchasePrice * holding
-    cost_centi: Decimal | None  # purchasePrice * purchaseAmount / 100 (exact); None for no cost
-    purchase_price: Decimal
-    price_centi: Decimal | None  # purchasePrice / 100 (exact); None for a zero price
-    purchase_price_usd: Decimal | None  # kept from initial_data: the server's own figure
-
-
-def terms(fields: dict[str, Any]) -> Terms:
-    """The price-independent part of the server's P/L formulas for a position.
-
-    Computed with the library's :data:`~agentx_sync.numbers.CONTEXT`, never the
-    calling thread's decimal context.
-    """
-    mul = CONTEXT.multiply
-    purchase_price = fields.get("purchase_price") or _ZERO
-    purchase_amount = fields.get("purchase_amount") or _ZERO
-    remaining = fields.get("remaining_amount")
-    holding = remaining if remaining is not None else purchase_amount
-    cost = mul(purchase_price, purchase_amount)
-    return Terms(
-        holding,
-        CONTEXT.subtract(fields.get("realized_profit_sol") or _ZERO, mul(purchase_price, holding)),
-        cost.scaleb(-2, CONTEXT) if cost else None,
-        purchase_price,
-        purchase_price.scaleb(-2, CONTEXT) if purchase_price else None,
-        fields.get("purchase_price_usd"),
-    )
-
-
-def valuation(t: Terms, price: Decimal, price_usd: Decimal | None) -> tuple[Any, ...]:
-    """The nine price fields of a position, in record order, as the server computes them.
-
-    ``holding = remainingAmount or purchaseAmount``;
-    ``positionValueSol = currentPrice * holding``;
-    ``profitLossSol = (realizedProfitSol or 0) + positionValueSol - purchasePrice * holding``;
-    ``profitLossPercent = profitLossSol / (purchasePrice * purchaseAmount) * 100`` (0 for no cost);
-    ``priceChangePercent = (currentPrice - purchasePrice) / purchasePrice * 100`` (0 for no price).
-    Dividing by ``x / 100`` (an exact shift) is the same as ``/ x * 100`` with one rounding.
-    ``positionValueUsd`` and ``profitLossUsd`` are left ``DERIVED``: the record
-    computes them from its other fields when read. All arithmetic uses the
-    library's own decimal context.
-    Order: current_price, current_price_usd, purchase_price_usd,
-    position_value_usd, position_value_sol, profit_loss_usd, profit_loss_sol,
-    profit_loss_percent, price_change_percent.
-    """
-    value = CONTEXT.multiply(price, t.holding)
-    pnl = CONTEXT.add(value, t.offset)
-    derived = None if price_usd is None else DERIVED
-    return (
-        price,
-        price_usd,
-        t.purchase_price_usd,
-        derived,
-        value,
-        derived,
-        pnl,
-        _ZERO if t.cost_centi is None else CONTEXT.divide(pnl, t.cost_centi),
-        _ZERO
-        if t.price_centi is None
-        else CONTEXT.divide(CONTEXT.subtract(price, t.purchase_price), t.price_centi),
-    )
 
 
 # -- decoding ---------------------------------------------------------------------

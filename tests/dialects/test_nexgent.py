@@ -16,13 +16,12 @@ from agentx_sync.dialects.nexgent import (
     AgentConnected,
     InitialData,
     NexgentDialect,
-    PositionChange,
     build_url,
     decode,
     parse_position,
 )
 from agentx_sync.errors import AgentXError, ProtocolError
-from agentx_sync.models import PositionEventType, PriceBatch, PriceUpdate
+from agentx_sync.models import PositionChange, PositionEventType, PriceBatch, PriceUpdate
 from agentx_sync.state import PositionBook
 
 RAW = {
