@@ -45,7 +45,6 @@ import threading
 import time
 import warnings
 import weakref
-from collections import deque
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -58,8 +57,7 @@ from .connection import Connection, Dialect
 from .dialects import ErrorMessage, Subscribed, Unsubscribed, Verdict
 from .dialects.agentexchange import (
     AgentExchangeDialect,
-    Interest,
-    Subscription,
+    SubscriptionBook,
     check_interval,
     normalize_symbol,
 )
@@ -726,11 +724,7 @@ class AgentExchangeWS(BaseClient):
             trust_env=trust_env,
         )
         self.base_url = base_url
-        self._interest = Interest()
-        self._wire: tuple[Subscription, ...] | None = None  # None: not connected
-        self._pending: deque[tuple[Subscription, str]] = deque()  # sent, not yet answered
-        self._confirmed_keys: set[str] = set()
-        self._unserved: tuple[Subscription, ...] = ()
+        self._subs = SubscriptionBook()  # guarded by the client lock
 
     # -- decorators ----------------------------------------------------------------
 
@@ -762,86 +756,67 @@ class AgentExchangeWS(BaseClient):
         with self._lock:
             for symbol in symbols:
                 if symbol.strip().lower() == "all":
-                    self._interest.all_tickers = False
+                    self._subs.interest.all_tickers = False
                 else:
-                    self._interest.tickers.discard(normalize_symbol(symbol))
+                    self._subs.interest.tickers.discard(normalize_symbol(symbol))
             self._resubscribe()
 
     def subscribe_candles(self, symbol: str, interval: str) -> None:
         """Receive ``symbol``'s candles of ``interval`` (one of 1m, 5m, 1h, 1d)."""
         with self._lock:
-            self._interest.candles.add((normalize_symbol(symbol), check_interval(interval)))
+            self._subs.interest.candles.add((normalize_symbol(symbol), check_interval(interval)))
             self._resubscribe()
 
     def unsubscribe_candles(self, symbol: str, interval: str) -> None:
         with self._lock:
-            self._interest.candles.discard((normalize_symbol(symbol), interval))
+            self._subs.interest.candles.discard((normalize_symbol(symbol), interval))
             self._resubscribe()
 
     def subscriptions(self) -> tuple[str, ...]:
         """The channel keys this client wants, e.g. ``("ticker:BTCUSDT", "orders")``."""
-        i = self._interest
-        keys = ["ticker:all"] if i.all_tickers else []
-        keys += [f"ticker:{s}" for s in sorted(i.tickers)]
-        keys += [f"candles:{s}:{iv}" for s, iv in sorted(i.candles)]
-        keys += [k for k, on in (("orders", i.orders), ("portfolio", i.portfolio)) if on]
-        return tuple(keys)
+        with self._lock:
+            return self._subs.keys()
 
     def _subscribe_tickers(self, keys: Iterable[str]) -> None:
         with self._lock:
             for key in keys:
                 if key == "*":
-                    self._interest.all_tickers = True
+                    self._subs.interest.all_tickers = True
                 else:
-                    self._interest.tickers.add(key)
+                    self._subs.interest.tickers.add(key)
             self._resubscribe()
 
     def _want(self, *, orders: bool = False, portfolio: bool = False) -> None:
         with self._lock:
-            self._interest.orders |= orders
-            self._interest.portfolio |= portfolio
+            self._subs.interest.orders |= orders
+            self._subs.interest.portfolio |= portfolio
             self._resubscribe()
 
     def _resubscribe(self) -> None:
         """Bring the wire in line with the interest (client lock held)."""
-        plan = self._interest.plan()
-        if plan.unserved != self._unserved:
-            self._unserved = plan.unserved
-            if plan.unserved:
-                keys = ", ".join(s.key for s in plan.unserved)
-                self._report(
-                    SubscriptionLimitError(
-                        f"more than 10 subscriptions are needed; not subscribed: {keys}",
-                        code="SUBSCRIPTION_LIMIT",
-                    )
+        requests, unserved = self._subs.sync()
+        if unserved:
+            keys = ", ".join(s.key for s in unserved)
+            self._report(
+                SubscriptionLimitError(
+                    f"more than 10 subscriptions are needed; not subscribed: {keys}",
+                    code="SUBSCRIPTION_LIMIT",
                 )
-        if self._wire is None:
-            return
-        old, new = self._wire, plan.subscriptions
-        # Unsubscribe first, so the server's count never passes its limit.
-        self._send([s for s in old if s not in new], "unsubscribe")
-        self._send([s for s in new if s not in old], "subscribe")
-        self._wire = new
-
-    def _send(self, subs: list[Subscription], action: str) -> None:
-        for sub in subs:
-            self._pending.append((sub, action))
+            )
+        for request in requests:
+            sub, action = request
             if not self._conn.send_text(sub.message(action)):
-                self._pending.pop()
+                self._subs.unsent(request)
 
     def _on_open(self, conn: Connection) -> None:
-        self._wire = ()
-        self._pending.clear()
-        self._confirmed_keys.clear()
+        self._subs.opened()
         self._resubscribe()
 
     def _on_lost(self) -> None:
-        self._wire = None
-        self._pending.clear()
-        self._confirmed_keys.clear()
+        self._subs.lost()
 
     def _confirmed(self) -> tuple[str, ...]:
-        return tuple(sorted(self._confirmed_keys))
+        return self._subs.confirmed()
 
     def _repr_extra(self) -> str:
         return f" prices={len(self._state.tickers)}"
@@ -873,7 +848,7 @@ class AgentExchangeWS(BaseClient):
             return
         self._state.apply(records)
         callbacks = self._callbacks
-        interest = self._interest
+        interest = self._subs.interest
         every, chosen = interest.all_tickers, interest.tickers
         if every and not callbacks:  # the ticker_all firehose, pull-style: nothing to filter
             self._events.put_many(records)
@@ -907,23 +882,14 @@ class AgentExchangeWS(BaseClient):
         kind = type(event)
         if kind is ErrorMessage:
             with self._lock:
-                # The server answers requests in order and its errors name no
-                # channel: the oldest unanswered request is the one refused.
-                sub, action = self._pending.popleft() if self._pending else (None, "")
+                request = self._subs.refused()
                 self._server_errors += 1
-            error = server_error(event.message, event.code, sub.request(action) if sub else None)
+            error = server_error(event.message, event.code, request)
             log.warning("server error: %s", error)
             self._report(error)
         elif kind is Subscribed or kind is Unsubscribed:
             with self._lock:
-                for i, (sub, _) in enumerate(self._pending):
-                    if sub.key == event.channel:
-                        del self._pending[i]
-                        break
-                if kind is Subscribed:
-                    self._confirmed_keys.add(event.channel)
-                else:
-                    self._confirmed_keys.discard(event.channel)
+                self._subs.answered(event.channel, kind is Subscribed)
 
     # -- getters (any thread) ----------------------------------------------------------
     # They never wait for the network; at most for the batch being applied (State.settle).
@@ -972,7 +938,7 @@ class AgentExchangeWS(BaseClient):
             AuthenticationError, ClientClosedError: the client ended meanwhile.
         """
         sym = normalize_symbol(symbol)
-        if sym not in self._state.tickers and not self._interest.wants_ticker(sym):
+        if sym not in self._state.tickers and not self._subs.interest.wants_ticker(sym):
             self._subscribe_tickers([sym])
         tickers = self._state.tickers
         ticker = self._state.wait(lambda: tickers.get(sym), timeout, f"price for {sym}")
@@ -1000,15 +966,15 @@ class AgentExchangeWS(BaseClient):
             return ticker.price
         added = False
         with self._lock:
-            if not self._interest.wants_ticker(sym):
-                trial = attrs.evolve(self._interest, tickers={*self._interest.tickers, sym})
-                if trial.plan().via_ticker_all and not self._interest.plan().via_ticker_all:
+            if not self._subs.interest.wants_ticker(sym):
+                trial = attrs.evolve(self._subs.interest, tickers={*self._subs.interest.tickers, sym})
+                if trial.plan().via_ticker_all and not self._subs.interest.plan().via_ticker_all:
                     raise SubscriptionLimitError(
                         f"no slot left to subscribe to {sym}: every subscription of this connection "
                         "is taken, and a guess must not switch it to ticker_all",
                         code="SUBSCRIPTION_LIMIT",
                     )
-                self._interest.tickers.add(sym)
+                self._subs.interest.tickers.add(sym)
                 self._resubscribe()
                 added = True
         tickers = self._state.tickers

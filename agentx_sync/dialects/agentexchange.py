@@ -13,7 +13,9 @@ What the real server does, and this module follows:
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections import deque
 from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -52,6 +54,7 @@ __all__ = [
     "Interest",
     "Plan",
     "Subscription",
+    "SubscriptionBook",
     "build_url",
     "check_interval",
     "decode",
@@ -155,6 +158,90 @@ class Interest:
         served, unserved = wanted[:limit], wanted[limit:]
         served += extras[: limit - len(served)]
         return Plan(tuple(served), tuple(unserved), via_all)
+
+
+class SubscriptionBook:
+    """A client's AgentExchange subscriptions, sans IO: what it wants, what the wire
+    carries, which requests await an answer, and what the server confirmed.
+
+    The client edits the interest, then calls :meth:`sync` and sends the
+    requests it returns, in order. The server answers requests in order and
+    its errors name no channel, so an error answers the oldest unanswered
+    request (:meth:`refused`). Not thread-safe: the client's lock guards it.
+    """
+
+    def __init__(self) -> None:
+        self.interest = Interest()
+        self._wire: tuple[Subscription, ...] | None = None  # None: not connected
+        self._pending: deque[tuple[Subscription, str]] = deque()  # sent, not yet answered
+        self._confirmed: set[str] = set()
+        self._unserved: tuple[Subscription, ...] = ()
+
+    def keys(self) -> tuple[str, ...]:
+        """The channel keys wanted, e.g. ``("ticker:BTCUSDT", "orders")``."""
+        i = self.interest
+        keys = ["ticker:all"] if i.all_tickers else []
+        keys += [f"ticker:{s}" for s in sorted(i.tickers)]
+        keys += [f"candles:{s}:{iv}" for s, iv in sorted(i.candles)]
+        keys += [k for k, on in (("orders", i.orders), ("portfolio", i.portfolio)) if on]
+        return tuple(keys)
+
+    def confirmed(self) -> tuple[str, ...]:
+        return tuple(sorted(self._confirmed))
+
+    def opened(self) -> None:
+        """A connection opened: nothing is on its wire yet."""
+        self._wire = ()
+        self._pending.clear()
+        self._confirmed.clear()
+
+    def lost(self) -> None:
+        self._wire = None
+        self._pending.clear()
+        self._confirmed.clear()
+
+    def sync(self) -> tuple[list[tuple[Subscription, str]], tuple[Subscription, ...] | None]:
+        """What to send to bring the wire in line with the interest, and the
+        subscriptions the 10-slot limit leaves out when that set changed (else None).
+
+        Unsubscriptions come first, so the server's count never passes its limit.
+        The requests are recorded as awaiting an answer.
+        """
+        plan = self.interest.plan()
+        unserved = None
+        if plan.unserved != self._unserved:
+            self._unserved = unserved = plan.unserved
+        if self._wire is None:
+            return [], unserved
+        old, new = self._wire, plan.subscriptions
+        requests = [(s, "unsubscribe") for s in old if s not in new]
+        requests += [(s, "subscribe") for s in new if s not in old]
+        self._wire = new
+        self._pending.extend(requests)
+        return requests, unserved
+
+    def unsent(self, request: tuple[Subscription, str]) -> None:
+        """A request from :meth:`sync` could not be sent (the connection is going)."""
+        with contextlib.suppress(ValueError):
+            self._pending.remove(request)
+
+    def answered(self, channel: str, subscribed: bool) -> None:
+        """The server confirmed a subscription (or an unsubscription) of ``channel``."""
+        for i, (sub, _) in enumerate(self._pending):
+            if sub.key == channel:
+                del self._pending[i]
+                break
+        if subscribed:
+            self._confirmed.add(channel)
+        else:
+            self._confirmed.discard(channel)
+
+    def refused(self) -> dict[str, Any] | None:
+        """The server sent an error: the request it answers (the oldest unanswered), if any."""
+        if not self._pending:
+            return None
+        sub, action = self._pending.popleft()
+        return sub.request(action)
 
 
 def build_url(base_url: str, api_key: str) -> str:

@@ -18,6 +18,7 @@ from agentx_sync.dialects.agentexchange import (
     AgentExchangeDialect,
     Interest,
     Subscription,
+    SubscriptionBook,
     build_url,
     check_interval,
     decode,
@@ -320,3 +321,66 @@ def test_json_parser_choice(choice: str) -> None:
     except ImportError:
         expected = "stdlib"
     assert out.strip() == expected
+
+
+# -- the subscription book (pure) -----------------------------------------------------------
+
+
+def test_the_book_sends_nothing_until_connected_then_everything_wanted() -> None:
+    book = SubscriptionBook()
+    book.interest.tickers.update({"BTCUSDT", "ETHUSDT"})
+    book.interest.orders = True
+    assert book.sync() == ([], None)  # not connected: nothing to send, nothing left out
+    book.opened()
+    requests, unserved = book.sync()
+    assert [(s.key, a) for s, a in requests] == [
+        ("ticker:BTCUSDT", "subscribe"),
+        ("ticker:ETHUSDT", "subscribe"),
+        ("orders", "subscribe"),
+    ]
+    assert unserved is None and book.sync() == ([], None)  # in line: nothing more
+    assert book.keys() == ("ticker:BTCUSDT", "ticker:ETHUSDT", "orders")
+
+
+def test_the_book_unsubscribes_before_it_subscribes_and_attributes_answers() -> None:
+    book = SubscriptionBook()
+    book.interest.tickers.add("BTCUSDT")
+    book.opened()
+    book.sync()
+    book.answered("ticker:BTCUSDT", subscribed=True)
+    assert book.confirmed() == ("ticker:BTCUSDT",)
+    book.interest.tickers.discard("BTCUSDT")
+    book.interest.tickers.add("NOPEUSDT")
+    requests, _ = book.sync()
+    assert [(s.key, a) for s, a in requests] == [
+        ("ticker:BTCUSDT", "unsubscribe"),
+        ("ticker:NOPEUSDT", "subscribe"),
+    ]
+    book.answered("ticker:BTCUSDT", subscribed=False)
+    # The server's error names no channel: it answers the oldest unanswered request.
+    assert book.refused() == {"action": "subscribe", "channel": "ticker", "symbol": "NOPEUSDT"}
+    assert book.refused() is None
+    assert book.confirmed() == ()
+
+
+def test_the_book_reports_the_limit_once_per_change_and_forgets_the_wire_when_lost() -> None:
+    book = SubscriptionBook()
+    book.interest.candles.update({(f"S{i}USDT", "1m") for i in range(11)})  # candles cannot share ticker_all
+    book.opened()
+    requests, unserved = book.sync()
+    assert len(requests) == 10 and unserved is not None and len(unserved) == 1
+    assert book.sync()[1] is None  # the same shortfall is not reported again
+    book.lost()
+    assert book.confirmed() == () and book.refused() is None
+    assert book.sync() == ([], None)
+    book.opened()
+    assert len(book.sync()[0]) == 10  # the new connection gets the whole plan again
+
+
+def test_a_request_that_could_not_be_sent_awaits_no_answer() -> None:
+    book = SubscriptionBook()
+    book.interest.tickers.add("BTCUSDT")
+    book.opened()
+    [request], _ = book.sync()
+    book.unsent(request)
+    assert book.refused() is None
