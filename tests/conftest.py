@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from agentx_sync import AgentExchangeWS, BackoffPolicy, NexgentWS
+from agentx_sync import AgentExchangeWS, BackoffPolicy, NexgentWS, Position
+from agentx_sync.client import BaseClient
 from agentx_sync.sim import NexgentSimulator, Simulator
 
 # CrewAI (imported by its tests) starts a telemetry thread, and would send data, unless told not to.
@@ -144,7 +145,14 @@ def eventually(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "
         step.wait(0.01)
 
 
-def next_event(ws: AgentExchangeWS, kind: type, timeout: float = 5.0) -> Any:
+def position(ws: NexgentWS, position_id: str) -> Position:
+    """A cached Nexgent position that must be there."""
+    found = ws.get_position(position_id)
+    assert found is not None, f"no position {position_id}"
+    return found
+
+
+def next_event(ws: BaseClient, kind: type, timeout: float = 5.0) -> Any:
     """The next event of ``kind`` from the client's event queue."""
     deadline = time.monotonic() + timeout
     while (left := deadline - time.monotonic()) > 0:

@@ -6,7 +6,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -63,7 +63,7 @@ def test_prices_arrive_as_decimal_records_on_the_dispatcher_thread_in_order(
     assert {name for _, name in seen} == {"agentx-sync-dispatch"}
     first = seen[0][0]
     assert first["price"] == first.price and first["symbol"] == "BTCUSDT"
-    assert isinstance(first.timestamp, datetime) and first.timestamp.utcoffset().total_seconds() == 0
+    assert isinstance(first.timestamp, datetime) and first.timestamp.utcoffset() == timedelta(0)
     assert ws.get_cached_price("btcusdt") == Decimal("50.50")
     assert ws.get_ticker("BTCUSDT") == seen[-1][0]
     assert ws.prices() == {"BTCUSDT": Decimal("50.50")}
@@ -180,7 +180,7 @@ def test_reconnect_resubscribes_and_keeps_the_cache_meanwhile(sim: Simulator, cl
     assert again.reconnect
     wanted = {"ticker:BTCUSDT", "ticker:ETHUSDT", "ticker:XRPUSDT", "candles:SOLUSDT:5m"}
     sim.wait_for(lambda: any(wanted <= s for s in sim.subscriptions()))
-    eventually(lambda: ws.price_age("XRPUSDT") is not None and ws.price_age("XRPUSDT") < age)
+    eventually(lambda: (now := ws.price_age("XRPUSDT")) is not None and now < age)
     assert ws.health().reconnects == 1
 
 

@@ -30,7 +30,7 @@ from agentx_sync import (
 from agentx_sync.sim import NexgentSimulator
 from agentx_sync.sim.nexgent import with_prices
 
-from .conftest import eventually, next_event
+from .conftest import eventually, next_event, position
 
 Make = Callable[..., NexgentWS]
 
@@ -62,7 +62,7 @@ def test_position_events_create_update_close(nsim: NexgentSimulator, agent: str,
     assert created.type is PositionEventType.CREATED and created.position.token_symbol == "WIF"
     assert created.position.current_price is None  # raw: no price known for the token yet
     nsim.send_prices(agent, {raw["tokenAddress"]: 0.003})
-    eventually(lambda: ws.get_position(raw["id"]).current_price == Decimal("0.003"))
+    eventually(lambda: position(ws, raw["id"]).current_price == Decimal("0.003"))
     nsim.update_position(agent, raw["id"], peakPrice=0.003)  # a whole raw position without price fields
     updated = next_event(ws, PositionEvent)
     assert updated.type is PositionEventType.UPDATED
@@ -118,7 +118,7 @@ def test_price_batch_is_one_state_change_with_server_formulas(
             "positionValueUsd",
         ):
             assert float(p[name]) == pytest.approx(expected[name], rel=1e-9), name
-    tp = ws.get_position(raws[0]["id"])
+    tp = position(ws, raws[0]["id"])
     assert tp.remaining_amount == Decimal(60) and tp.realized_profit_sol == Decimal(repr(0.001 * 40))
 
 
@@ -212,7 +212,12 @@ def test_401_without_provider_or_with_a_refused_fresh_token_is_fatal(
     with pytest.raises(AuthenticationError):
         ws.start().wait_connected(timeout=1)
     calls: list[int] = []
-    refused = nclient(token="eyJ.bad", token_provider=lambda: calls.append(1) or "eyJ.also-bad")
+
+    def provider() -> str:
+        calls.append(1)
+        return "eyJ.also-bad"
+
+    refused = nclient(token="eyJ.bad", token_provider=provider)
     with pytest.raises(AuthenticationError, match="fresh"):
         refused.start().wait_for_positions(timeout=1)
     assert calls == [1]
@@ -403,7 +408,7 @@ def test_one_bad_price_in_a_batch_is_counted_and_the_rest_apply(
     eventually(lambda: ws.get_cached_price("So1GoodToken") == Decimal("0.002"))
     eventually(lambda: ws.health().bad_messages == 1)
     assert ws.get_cached_price_usd("So1GoodToken") is None and ws.get_cached_price("so1other") is None
-    assert ws.get_position(raw["id"]).profit_loss_percent == Decimal(100)
+    assert position(ws, raw["id"]).profit_loss_percent == Decimal(100)
 
 
 def test_a_connected_message_for_another_agent_is_reported(

@@ -90,8 +90,9 @@ class Rig:
 
     def wait_restored(self, ws: Any) -> None:
         """Block until the server serves this client again (subscriptions, initial data)."""
-        if self.name == "agentexchange":
-            self.sim.wait_for(lambda: any("ticker:BTCUSDT" in s for s in self.sim.subscriptions()), RECOVERY)
+        if isinstance(self.sim, Simulator):
+            sim = self.sim
+            sim.wait_for(lambda: any("ticker:BTCUSDT" in s for s in sim.subscriptions()), RECOVERY)
         else:
             ws.wait_for_positions(RECOVERY)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from agentx_sync import AgentExchangeWS, Connected, Disconnected, NexgentWS, ProtocolError
 from agentx_sync.sim import NexgentSimulator, Simulator
 
-from .conftest import FAST, eventually, next_event
+from .conftest import FAST, eventually, next_event, position
 
 GOOD = '{"channel":"ticker","symbol":"BTCUSDT","data":{"price":"%s","timestamp":"2026-11-21T12:00:00Z"}}'
 
@@ -48,7 +49,7 @@ AGENTEXCHANGE_ABUSE: list[tuple[str | bytes, bool | None, str]] = [
 
 
 @pytest.fixture
-def streaming() -> tuple[Simulator, AgentExchangeWS]:
+def streaming() -> Iterator[tuple[Simulator, AgentExchangeWS]]:
     sim = Simulator(rate=0).start()
     ws = AgentExchangeWS(api_key="ak_test", base_url=sim.url, backoff=FAST, max_message_size=64 * 1024)
     ws.subscribe_ticker("BTCUSDT")
@@ -144,14 +145,18 @@ def test_nexgent_survives_every_bad_message_with_the_cache_intact() -> None:
             before = ws.get_positions()
             for i, template in enumerate(NEXGENT_ABUSE, 1):
                 sim.send_raw(template % {"t": raw["tokenAddress"].lower(), "p": raw["id"]})
-                eventually(lambda i=i: ws.health().bad_messages == i, what=template)
+
+                def counted(n: int = i) -> bool:
+                    return ws.health().bad_messages == n
+
+                eventually(counted, what=template)
             assert ws.get_positions() == before
             sim.send_raw(b'{"type":"ping","timestamp":"\xc3"}', text=True)  # invalid UTF-8: dropped, back
             next_event(ws, Disconnected)
             ws.wait_for_positions(5)
             sim.send_prices(agent, {raw["tokenAddress"]: 0.002})
             eventually(lambda: ws.get_cached_price(raw["tokenAddress"]) == Decimal("0.002"))
-            assert ws.get_position(raw["id"]).profit_loss_percent == Decimal(100)
+            assert position(ws, raw["id"]).profit_loss_percent == Decimal(100)
             assert ws.health().bad_messages == len(NEXGENT_ABUSE) + 1
         finally:
             assert ws.close(2)

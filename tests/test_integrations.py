@@ -66,6 +66,7 @@ def test_langchain_tools_through_invoke(sim: Simulator, client: Make) -> None:
     assert (
         isinstance(message, ToolMessage)
         and message.tool_call_id == "c1"
+        and isinstance(message.content, str)
         and message.content.startswith("ETHUSDT: ")
     )
     with pytest.raises(Exception, match="symbol"):
@@ -195,7 +196,7 @@ def test_notebook_runs_top_to_bottom_with_a_real_kernel() -> None:
     import nbformat
     from nbclient import NotebookClient
 
-    notebook = nbformat.read(EXAMPLES / "notebook.ipynb", as_version=4)
+    notebook = nbformat.read(EXAMPLES / "notebook.ipynb", as_version=4)  # type: ignore[no-untyped-call]
     env_path = os.environ.get("PATH", "")
     os.environ["PATH"] = (
         f"{Path(sys.executable).parent}{os.pathsep}{env_path}"  # the kernel: this venv's python

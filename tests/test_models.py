@@ -34,7 +34,7 @@ from .conftest import eventually, next_event
 
 def round_trip(record: Any) -> dict[str, Any]:
     """The JSON form survives json.dumps/loads unchanged, and matches the record field by field."""
-    form = record.to_dict(json=True)
+    form: dict[str, Any] = record.to_dict(json=True)
     assert json.loads(json.dumps(form, allow_nan=False)) == form
     assert list(form) == list(record.keys())
     for key, value in record.to_dict().items():

@@ -16,7 +16,7 @@ import threading
 import warnings
 import weakref
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -122,7 +122,7 @@ class SimBase:
 
     # -- lifecycle -------------------------------------------------------------
 
-    def start(self) -> SimBase:
+    def start(self) -> Self:
         """Start the loop thread and listen; returns when the port is open.
 
         Inside IPython or Jupyter, the previous running simulator of the same
@@ -173,7 +173,7 @@ class SimBase:
         self._thread.join(10)
         self._thread = None
 
-    def __enter__(self) -> Any:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -26,7 +26,7 @@ from agentx_sync.dialects.agentexchange import (
 from agentx_sync.errors import AgentXError, ProtocolError
 from agentx_sync.models import Candle, Order, OrderSide, OrderStatus, Portfolio, Ticker
 
-TICKER = {
+TICKER: dict[str, Any] = {
     "channel": "ticker",
     "symbol": "BTCUSDT",
     "data": {
@@ -83,7 +83,7 @@ def test_a_ticker_is_an_immutable_record_like_the_others() -> None:
     for copied in (pickle.loads(pickle.dumps(t)), copy.copy(t), copy.deepcopy(t)):
         assert copied == t and copied.received_at == 5.0
     with pytest.raises(AttributeError):
-        t.price = Decimal(1)  # type: ignore[misc]
+        t.price = Decimal(1)
     with pytest.raises(TypeError):
         t < later  # noqa: B015  (records are not ordered)
 

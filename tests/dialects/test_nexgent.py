@@ -398,7 +398,7 @@ def test_a_position_is_an_immutable_record_equal_by_value_and_not_ordered() -> N
     with pytest.raises(TypeError):
         first < book.records["p2"]  # noqa: B015
     with pytest.raises(AttributeError):
-        first.id = "p3"  # type: ignore[misc]
+        first.id = "p3"
 
 
 def test_after_a_load_failure_events_are_applied_and_early_ones_bounded() -> None:
