@@ -19,20 +19,12 @@ import math
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import attrs
 
 from .errors import safe_str
 from .numbers import CONTEXT
-
-try:
-    from collections import _tuplegetter  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - interpreters without it
-
-    def _tuplegetter(index: int, doc: str) -> Any:
-        return property(lambda self: tuple.__getitem__(self, index), doc=doc)
-
 
 __all__ = [
     "POSITION_FIELDS",
@@ -195,59 +187,89 @@ class _TupleRecord(tuple):  # type: ignore[type-arg]
     __le__ = __gt__ = __ge__ = __lt__
 
 
-class Ticker(Record, _TupleRecord):  # type: ignore[misc]
+class _TickerFields(NamedTuple):
+    symbol: str
+    price: Decimal
+    quantity: Decimal | None
+    timestamp: datetime | None
+    is_buyer_maker: bool | None = None
+    #: ``time.monotonic()`` when it arrived; ``AgentExchangeWS.price_age`` uses it.
+    received_at: float = 0.0
+
+
+class Ticker(_TickerFields):
     """The latest trade of a symbol (channel ``ticker``). Immutable.
 
-    It reads like every other record (``t.price``, ``t["price"]``, ``keys()``,
-    ``get()``, ``in``, ``to_dict()``; equal when the trade is), but it is a
-    tuple underneath, not an attrs class: one is built per message, hundreds
-    of thousands a second with ``ticker_all``, and a tuple takes a quarter of
-    the time (see benchmarks/).
+    A :class:`~typing.NamedTuple`, because one is built per message (hundreds
+    of thousands a second with ``ticker_all``) and a tuple builds in a quarter
+    of an attrs record's time (see benchmarks/). It is a tuple of its six
+    fields (``len()`` 6, iteration yields the values), and it reads like the
+    other records too: ``t["price"]``, ``keys()``, ``get()``, ``"price" in t``,
+    ``to_dict()``. Two tickers are equal when the trade is: ``received_at`` is
+    left out, and a ticker never equals a plain tuple.
     """
 
     __slots__ = ()
 
-    if TYPE_CHECKING:
-        symbol: str
-        price: Decimal
-        quantity: Decimal | None
-        timestamp: datetime | None
-        is_buyer_maker: bool | None
-        #: ``time.monotonic()`` when it arrived; ``AgentExchangeWS.price_age`` uses it.
-        received_at: float
+    def __eq__(self, other: object) -> bool:
+        if type(other) is Ticker:
+            return tuple.__getitem__(self, _TRADE) == tuple.__getitem__(other, _TRADE)
+        if isinstance(other, tuple):
+            return False  # not NotImplemented: tuple's own == would compare the fields
+        return NotImplemented
 
-    def __new__(
-        cls,
-        symbol: str,
-        price: Decimal,
-        quantity: Decimal | None,
-        timestamp: datetime | None,
-        is_buyer_maker: bool | None = None,
-        received_at: float = 0.0,
-    ) -> Ticker:
-        return tuple.__new__(cls, (symbol, price, quantity, timestamp, is_buyer_maker, received_at))
+    def __ne__(self, other: object) -> bool:
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
 
-    def _values(self) -> tuple[Any, ...]:
-        """The trade: every field but ``received_at``."""
-        return tuple.__getitem__(self, slice(0, 5))
+    def __hash__(self) -> int:
+        return hash(tuple.__getitem__(self, _TRADE))
+
+    def __lt__(self, other: object) -> bool:
+        return NotImplemented  # records are not ordered
+
+    __le__ = __gt__ = __ge__ = __lt__
+
+    def __getitem__(self, key: Any) -> Any:
+        """``t["price"]`` (a wire field by name), or ``t[1]`` as for any tuple."""
+        if type(key) is str:
+            if key in _TICKER_INDEX:
+                return tuple.__getitem__(self, _TICKER_INDEX[key])
+            raise KeyError(key)
+        return tuple.__getitem__(self, key)
+
+    def __contains__(self, key: object) -> bool:
+        return key in _TICKER_INDEX
+
+    def keys(self) -> tuple[str, ...]:
+        """The wire fields (``received_at`` is bookkeeping, not wire data)."""
+        return _TICKER_KEYS
+
+    def get(self, key: str, default: Any = None) -> Any:
+        index = _TICKER_INDEX.get(key)
+        return default if index is None else tuple.__getitem__(self, index)
+
+    def to_dict(self, *, json: bool = False) -> dict[str, Any]:
+        """The wire fields by name; with ``json=True``, as JSON-ready values."""
+        values = tuple.__getitem__(self, _TRADE)
+        if json:
+            return {k: jsonable(v) for k, v in zip(_TICKER_KEYS, values, strict=True)}
+        return dict(zip(_TICKER_KEYS, values, strict=True))
 
     def __repr__(self) -> str:
-        shown = ", ".join(f"{k}={v!r}" for k, v in zip(_TICKER_KEYS, self._values(), strict=True))
+        shown = ", ".join(
+            f"{k}={v!r}" for k, v in zip(_TICKER_KEYS, tuple.__getitem__(self, _TRADE), strict=True)
+        )
         return f"Ticker({shown})"
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (Ticker, tuple(tuple.__iter__(self)))
 
-
-_TICKER_KEYS = ("symbol", "price", "quantity", "timestamp", "is_buyer_maker")
+_TRADE = slice(0, 5)
+_TICKER_KEYS = _TickerFields._fields[:5]
+_TICKER_INDEX = {name: i for i, name in enumerate(_TICKER_KEYS)}
 _KEYS[Ticker] = _TICKER_KEYS
-for _i, _name in enumerate((*_TICKER_KEYS, "received_at")):
-    # The C descriptor namedtuple's fields use: it reads the tuple directly.
-    setattr(Ticker, _name, _tuplegetter(_i, f"The trade's {_name}."))
-del _i, _name
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class Candle(Record):
     """An OHLCV candle (channel ``candles``); ``data["open_time"]`` is ``time``."""
 
@@ -265,7 +287,7 @@ class Candle(Record):
     received_at: float = _meta()
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class Order(Record):
     """An order update (channel ``orders``). Unknown statuses stay plain ``str``."""
 
@@ -285,7 +307,7 @@ class Order(Record):
     received_at: float = _meta()
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class Portfolio(Record):
     """A portfolio snapshot (channel ``portfolio``)."""
 

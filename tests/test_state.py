@@ -27,7 +27,7 @@ def test_latest_ticker_wins() -> None:
 
 def test_orders_keep_exactly_the_last_100() -> None:
     s = State()
-    s.apply([Order(str(i), OrderStatus.PENDING) for i in range(250)])
+    s.apply([Order(order_id=str(i), status=OrderStatus.PENDING) for i in range(250)])
     orders = s.order_list()
     assert len(orders) == 100
     assert [o.order_id for o in orders] == [str(i) for i in range(150, 250)]
@@ -107,7 +107,10 @@ def test_a_waiter_sees_its_order_update_among_hundreds_in_one_batch() -> None:
     thread = threading.Thread(target=wait)
     thread.start()
     eventually(lambda: s._watched, what="the waiter to register")
-    s.apply([Order("x", OrderStatus.FILLED)] + [Order(str(i), OrderStatus.PENDING) for i in range(150)])
+    s.apply(
+        [Order(order_id="x", status=OrderStatus.FILLED)]
+        + [Order(order_id=str(i), status=OrderStatus.PENDING) for i in range(150)]
+    )
     thread.join(5)
     assert result and result[0].order_id == "x" and result[0].status == OrderStatus.FILLED
     assert s._watched == {}

@@ -266,28 +266,28 @@ def _symbol(msg: dict[str, Any], data: dict[str, Any]) -> str:
 
 def _ticker(msg: dict[str, Any], data: dict[str, Any], now: float) -> Ticker:
     return Ticker(
-        _symbol(msg, data),
-        as_price(data.get("price"), "price"),
-        as_opt_dec(data.get("quantity"), "quantity"),
-        as_opt_ts(data.get("timestamp"), "timestamp"),
-        as_bool(data.get("is_buyer_maker"), "is_buyer_maker"),
-        now,
+        symbol=_symbol(msg, data),
+        price=as_price(data.get("price"), "price"),
+        quantity=as_opt_dec(data.get("quantity"), "quantity"),
+        timestamp=as_opt_ts(data.get("timestamp"), "timestamp"),
+        is_buyer_maker=as_bool(data.get("is_buyer_maker"), "is_buyer_maker"),
+        received_at=now,
     )
 
 
 def _candle(msg: dict[str, Any], data: dict[str, Any], now: float) -> Candle:
     interval = msg.get("interval") or data.get("interval")
     return Candle(
-        _symbol(msg, data),
-        as_str(interval, "interval"),
-        as_opt_ts(data.get("time", data.get("open_time")), "time"),
-        as_price(data.get("open"), "open"),
-        as_price(data.get("high"), "high"),
-        as_price(data.get("low"), "low"),
-        as_price(data.get("close"), "close"),
-        as_opt_dec(data.get("volume"), "volume"),
-        as_bool(data.get("is_closed"), "is_closed"),
-        now,
+        symbol=_symbol(msg, data),
+        interval=as_str(interval, "interval"),
+        time=as_opt_ts(data.get("time", data.get("open_time")), "time"),
+        open=as_price(data.get("open"), "open"),
+        high=as_price(data.get("high"), "high"),
+        low=as_price(data.get("low"), "low"),
+        close=as_price(data.get("close"), "close"),
+        volume=as_opt_dec(data.get("volume"), "volume"),
+        is_closed=as_bool(data.get("is_closed"), "is_closed"),
+        received_at=now,
     )
 
 
@@ -310,32 +310,32 @@ def _order(msg: dict[str, Any], data: dict[str, Any], now: float) -> Order:
         order_id = str(order_id)
     symbol = as_opt_str(data.get("symbol"), "symbol")
     return Order(
-        as_key(order_id, "order_id"),
-        status,
-        symbol.upper() if symbol else None,
-        _enum(OrderSide, data.get("side"), "side"),
-        as_opt_str(data.get("type"), "type"),
-        as_opt_dec(data.get("quantity"), "quantity"),
-        as_opt_dec(data.get("executed_price"), "executed_price"),
-        as_opt_dec(data.get("executed_quantity"), "executed_quantity"),
-        as_opt_dec(data.get("fee"), "fee"),
-        as_opt_ts(data.get("filled_at"), "filled_at"),
-        as_opt_ts(data.get("cancelled_at"), "cancelled_at"),
-        as_opt_str(data.get("rejected_reason"), "rejected_reason"),
-        as_opt_dec(data.get("price"), "price"),
-        now,
+        order_id=as_key(order_id, "order_id"),
+        status=status,
+        symbol=symbol.upper() if symbol else None,
+        side=_enum(OrderSide, data.get("side"), "side"),
+        type=as_opt_str(data.get("type"), "type"),
+        quantity=as_opt_dec(data.get("quantity"), "quantity"),
+        executed_price=as_opt_dec(data.get("executed_price"), "executed_price"),
+        executed_quantity=as_opt_dec(data.get("executed_quantity"), "executed_quantity"),
+        fee=as_opt_dec(data.get("fee"), "fee"),
+        filled_at=as_opt_ts(data.get("filled_at"), "filled_at"),
+        cancelled_at=as_opt_ts(data.get("cancelled_at"), "cancelled_at"),
+        rejected_reason=as_opt_str(data.get("rejected_reason"), "rejected_reason"),
+        price=as_opt_dec(data.get("price"), "price"),
+        received_at=now,
     )
 
 
 def _portfolio(msg: dict[str, Any], data: dict[str, Any], now: float) -> Portfolio:
     return Portfolio(
-        as_dec(data.get("total_equity"), "total_equity"),
-        as_opt_dec(data.get("available_cash"), "available_cash"),
-        as_opt_dec(data.get("unrealized_pnl"), "unrealized_pnl"),
-        as_opt_dec(data.get("realized_pnl"), "realized_pnl"),
-        as_opt_ts(data.get("timestamp"), "timestamp"),
-        as_opt_dec(data.get("roi_pct"), "roi_pct"),
-        now,
+        total_equity=as_dec(data.get("total_equity"), "total_equity"),
+        available_cash=as_opt_dec(data.get("available_cash"), "available_cash"),
+        unrealized_pnl=as_opt_dec(data.get("unrealized_pnl"), "unrealized_pnl"),
+        realized_pnl=as_opt_dec(data.get("realized_pnl"), "realized_pnl"),
+        timestamp=as_opt_ts(data.get("timestamp"), "timestamp"),
+        roi_pct=as_opt_dec(data.get("roi_pct"), "roi_pct"),
+        received_at=now,
     )
 
 

@@ -78,7 +78,13 @@ def test_a_ticker_is_an_immutable_record_like_the_others() -> None:
     later = decode(json.dumps(TICKER), 9.0)
     assert later == t and hash(later) == hash(t)  # the same trade, whenever it arrived
     assert t != decode(json.dumps({**TICKER, "data": {**TICKER["data"], "price": "1"}}), 5.0)
-    assert list(t) == list(t.keys()) and dict(t) == t.to_dict()
+    # A tuple of its six fields, honestly: len, iteration and unpacking agree.
+    assert len(t) == 6 and list(t) == [*t.to_dict().values(), 5.0]
+    symbol, price, *_, received_at = t
+    assert (symbol, price, received_at) == ("BTCUSDT", Decimal("64521.30"), 5.0)
+    assert t["price"] == t.price == t[1] and "price" in t and "received_at" not in t
+    assert t != tuple(t) and tuple(t) != t  # never equal to a plain tuple
+    assert t.keys() == ("symbol", "price", "quantity", "timestamp", "is_buyer_maker")
     assert repr(t).startswith("Ticker(symbol='BTCUSDT', price=Decimal('64521.30')")
     for copied in (pickle.loads(pickle.dumps(t)), copy.copy(t), copy.deepcopy(t)):
         assert copied == t and copied.received_at == 5.0
