@@ -89,7 +89,7 @@ def test_a_ticker_is_an_immutable_record_like_the_others() -> None:
     for copied in (pickle.loads(pickle.dumps(t)), copy.copy(t), copy.deepcopy(t)):
         assert copied == t and copied.received_at == 5.0
     with pytest.raises(AttributeError):
-        t.price = Decimal(1)
+        t.price = Decimal(1)  # type: ignore[misc]
     with pytest.raises(TypeError):
         t < later  # noqa: B015  (records are not ordered)
 
