@@ -41,7 +41,6 @@ import hashlib
 import html
 import logging
 import os
-import ssl
 import sys
 import threading
 import time
@@ -51,7 +50,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Self, TypeVar
 
-from .backoff import BackoffPolicy
 from .connection import Connection, Dialect
 from .dialects import Verdict
 from .dispatch import Callback, Dispatcher, EventQueue
@@ -73,6 +71,7 @@ from .models import (
     Portfolio,
     Ticker,
 )
+from .options import Options
 from .state import State
 
 __all__ = ["AgentExchangeWS", "BaseClient", "NexgentWS", "ReplacedClientWarning"]
@@ -143,48 +142,21 @@ def _interactive() -> bool:
 class BaseClient:
     """Lifecycle, lifecycle callbacks, the event queue and health, for every platform."""
 
-    def __init__(
-        self,
-        dialect: Dialect,
-        *,
-        stale_timeout: float,
-        connect_timeout: float,
-        backoff: BackoffPolicy | None,
-        max_message_size: int,
-        ssl_context: ssl.SSLContext | None,
-        event_queue_size: int,
-        callback_queue_size: int,
-        max_orders: int = 100,
-        replace_running: bool | None = None,
-        coalesce: float = 0.0,
-        proxy: str | None = None,
-        trust_env: bool = True,
-    ) -> None:
-        if ssl_context is not None and not dialect.url.startswith("wss://"):
+    def __init__(self, dialect: Dialect, options: Options, *, max_orders: int = 100) -> None:
+        if options.ssl_context is not None and not dialect.url.startswith("wss://"):
             raise ValueError(
                 "ssl_context is given but the URL is not wss:// (nor https://): the connection "
                 "would not use TLS at all; use a wss:// URL or drop ssl_context"
             )
         self._dialect = dialect
+        self.options = options
         #: On start(), close a running client of the same class and
         #: credentials first. None (the default): only inside IPython/Jupyter.
-        self.replace_running = replace_running
+        self.replace_running = options.replace_running
         self._state = State(max_orders)
-        self._events: EventQueue[Any] = EventQueue(event_queue_size)
-        self._dispatcher = Dispatcher(callback_queue_size, self._callback_failed)
-        self._conn = Connection(
-            dialect,
-            self,
-            backoff=backoff,
-            stale_timeout=stale_timeout,
-            connect_timeout=connect_timeout,
-            max_message_size=max_message_size,
-            ssl_context=ssl_context,
-            batch_lock=self._state.batch,
-            coalesce=coalesce,
-            proxy=proxy,
-            trust_env=trust_env,
-        )
+        self._events: EventQueue[Any] = EventQueue(options.event_queue_size)
+        self._dispatcher = Dispatcher(options.callback_queue_size, self._callback_failed)
+        self._conn = Connection(dialect, self, options, batch_lock=self._state.batch)
         # One lock for the client's own bookkeeping (callbacks, subscriptions,
         # counters); it is always taken before the connection's send lock.
         self._lock = threading.RLock()

@@ -41,7 +41,7 @@ from websocket._http import _tunnel
 from websocket._url import get_proxy_info
 
 from . import frames
-from .backoff import Backoff, BackoffPolicy
+from .backoff import Backoff
 from .dialects import Ping, Verdict
 from .errors import (
     AgentXError,
@@ -52,6 +52,7 @@ from .errors import (
     StoppedError,
     TLSError,
 )
+from .options import Options
 from .session import Outcome, Session
 
 __all__ = ["Connection", "Dialect", "LinkHandler", "Proxy", "find_proxy"]
@@ -332,36 +333,24 @@ class Connection:
         self,
         dialect: Dialect,
         handler: LinkHandler,
+        options: Options | None = None,
         *,
-        backoff: BackoffPolicy | None = None,
-        stale_timeout: float = 40.0,
-        connect_timeout: float = 10.0,
-        max_message_size: int = 4 * 1024 * 1024,
-        ssl_context: ssl.SSLContext | None = None,
         batch_lock: threading.Lock | None = None,
-        coalesce: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
-        proxy: str | None = None,
-        trust_env: bool = True,
     ) -> None:
-        if stale_timeout <= 0 or connect_timeout <= 0:
-            raise ValueError("stale_timeout and connect_timeout must be > 0")
-        if not 0 <= coalesce <= min(1.0, stale_timeout / 4):
-            raise ValueError("coalesce must be between 0 and 1 s (and under a quarter of stale_timeout)")
+        options = options or Options()
         self.dialect = dialect
         self.handler = handler
-        self.backoff = Backoff(backoff)
-        self.stale_timeout = stale_timeout
-        self.connect_timeout = connect_timeout
-        self.max_message_size = max_message_size
-        self.ssl_context = ssl_context
+        self.backoff = Backoff(options.backoff)
+        self.stale_timeout = options.stale_timeout
+        self.connect_timeout = options.connect_timeout
+        self.max_message_size = options.max_message_size
+        self.ssl_context = options.ssl_context
         self.batch_lock = batch_lock or threading.Lock()
-        self.coalesce = coalesce
+        self.coalesce = options.coalesce
         self.clock = clock
-        if proxy:
-            Proxy.from_url(proxy)  # a bad proxy URL fails the constructor, not every attempt
-        self._proxy = proxy
-        self.trust_env = trust_env
+        self._proxy = options.proxy
+        self.trust_env = options.trust_env
         self.last_received: float | None = None
         self.messages = 0
         self.session_messages = 0  # on the current (or last) connection

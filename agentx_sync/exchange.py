@@ -37,6 +37,7 @@ from .models import (
     Ticker,
 )
 from .numbers import display
+from .options import Options
 
 __all__ = ["AgentExchangeWS"]
 
@@ -98,17 +99,19 @@ class AgentExchangeWS(BaseClient):
             base_url = os.environ.get("AGENTEXCHANGE_WS_URL") or "ws://localhost:8000"
         super().__init__(
             AgentExchangeDialect(base_url, api_key),
-            stale_timeout=stale_timeout,
-            connect_timeout=connect_timeout,
-            backoff=backoff,
-            max_message_size=max_message_size,
-            ssl_context=ssl_context,
-            event_queue_size=event_queue_size,
-            callback_queue_size=callback_queue_size,
-            replace_running=replace_running,
-            coalesce=coalesce,
-            proxy=proxy,
-            trust_env=trust_env,
+            Options(
+                stale_timeout=stale_timeout,
+                connect_timeout=connect_timeout,
+                backoff=backoff,
+                max_message_size=max_message_size,
+                ssl_context=ssl_context,
+                event_queue_size=event_queue_size,
+                callback_queue_size=callback_queue_size,
+                replace_running=replace_running,
+                coalesce=coalesce,
+                proxy=proxy,
+                trust_env=trust_env,
+            ),
         )
         self.base_url = base_url
         self._subs = SubscriptionBook()  # guarded by the client lock

@@ -36,6 +36,7 @@ from .models import (
     PriceBatch,
 )
 from .numbers import display
+from .options import Options
 
 __all__ = ["NexgentWS"]
 
@@ -82,17 +83,19 @@ class NexgentWS(BaseClient):
         self._nexgent = NexgentDialect(api_url, token, agent_id)
         super().__init__(
             self._nexgent,
-            stale_timeout=stale_timeout,
-            connect_timeout=connect_timeout,
-            backoff=backoff,
-            max_message_size=max_message_size,
-            ssl_context=ssl_context,
-            event_queue_size=event_queue_size,
-            callback_queue_size=callback_queue_size,
-            replace_running=replace_running,
-            coalesce=coalesce,
-            proxy=proxy,
-            trust_env=trust_env,
+            Options(
+                stale_timeout=stale_timeout,
+                connect_timeout=connect_timeout,
+                backoff=backoff,
+                max_message_size=max_message_size,
+                ssl_context=ssl_context,
+                event_queue_size=event_queue_size,
+                callback_queue_size=callback_queue_size,
+                replace_running=replace_running,
+                coalesce=coalesce,
+                proxy=proxy,
+                trust_env=trust_env,
+            ),
         )
         self.api_url = api_url
         self.token_provider = token_provider
