@@ -51,7 +51,7 @@ from datetime import UTC, datetime
 from typing import Any, Self, TypeVar
 
 from .connection import Connection, Dialect
-from .dialects import Verdict
+from .dialects import Decision, Verdict
 from .dispatch import Callback, Dispatcher, EventQueue
 from .errors import (
     AgentXError,
@@ -62,6 +62,7 @@ from .errors import (
 )
 from .models import (
     Candle,
+    ClientEvent,
     Connected,
     ConnectionState,
     Disconnected,
@@ -154,7 +155,7 @@ class BaseClient:
         #: credentials first. None (the default): only inside IPython/Jupyter.
         self.replace_running = options.replace_running
         self._state = State(max_orders)
-        self._events: EventQueue[Any] = EventQueue(options.event_queue_size)
+        self._events: EventQueue[ClientEvent] = EventQueue(options.event_queue_size)
         self._dispatcher = Dispatcher(options.callback_queue_size, self._callback_failed)
         self._conn = Connection(dialect, self, options, batch_lock=self._state.batch)
         # One lock for the client's own bookkeeping (callbacks, subscriptions,
@@ -469,7 +470,7 @@ class BaseClient:
 
     # -- the event queue -------------------------------------------------------
 
-    def get_event(self, timeout: float | None = None) -> Any:
+    def get_event(self, timeout: float | None = None) -> ClientEvent | None:
         """Block for the next event (record, Connected, Disconnected, ErrorEvent).
 
         Returns ``None`` when ``timeout`` passes, or once the client is closed
@@ -584,9 +585,9 @@ class BaseClient:
     def _on_lost(self) -> None:
         """Forget per-connection state; client lock held."""
 
-    def link_verdict(self, verdict: Verdict, error: AgentXError) -> Verdict:
+    def link_verdict(self, verdict: Verdict, error: AgentXError) -> Decision:
         self._fail(error, ConnectionState.FAILED)
-        return Verdict.FATAL
+        return Decision.STOP
 
     def _fail(self, error: AgentXError, status: ConnectionState) -> None:
         """End the client for good: waiters get ``error``, callbacks hear of it."""

@@ -42,7 +42,7 @@ from websocket._url import get_proxy_info
 
 from . import frames
 from .backoff import Backoff
-from .dialects import Ping, Verdict
+from .dialects import Decision, Ping, Verdict
 from .errors import (
     AgentXError,
     AuthenticationError,
@@ -117,11 +117,12 @@ class LinkHandler(Protocol):
 
     def link_bad_message(self, error: ProtocolError) -> None: ...
     def link_lost(self, error: AgentXError, retry_in: float | None) -> None: ...
-    def link_verdict(self, verdict: Verdict, error: AgentXError) -> Verdict:
+    def link_verdict(self, verdict: Verdict, error: AgentXError) -> Decision:
         """A handshake refusal or close that is not a plain reconnect.
 
-        Return ``RETRY_NOW`` to connect again at once (after a token refresh),
-        ``RECONNECT`` to back off and retry, anything else to stop for good.
+        The verdict is the dialect's reading of what happened; the client
+        decides: ``RETRY_NOW`` (connect again at once, after a token refresh),
+        ``BACK_OFF`` (wait, then retry) or ``STOP``.
         """
         ...
 
@@ -513,9 +514,9 @@ class Connection:
                 return
             if verdict is not Verdict.RECONNECT:
                 decision = self.handler.link_verdict(verdict, error)
-                if decision is Verdict.RETRY_NOW:
+                if decision is Decision.RETRY_NOW:
                     continue
-                if decision is not Verdict.RECONNECT:
+                if decision is Decision.STOP:
                     return
             delay = self.backoff.next_delay(self._rng.random())
             self.handler.link_lost(error, delay)

@@ -19,7 +19,7 @@ import math
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, TypeAlias
 
 import attrs
 
@@ -29,6 +29,7 @@ from .numbers import CONTEXT
 __all__ = [
     "POSITION_FIELDS",
     "Candle",
+    "ClientEvent",
     "Connected",
     "ConnectionState",
     "Disconnected",
@@ -682,3 +683,19 @@ class PriceBatch(Record):
     timestamp: datetime | None
     #: Entries of the server's batch refused as malformed (the rest apply).
     refused: int = _meta(0)
+
+
+#: What ``get_event()`` returns: a data record, a lifecycle event, or (Nexgent)
+#: the whole list of positions after a change.
+ClientEvent: TypeAlias = (
+    Ticker
+    | Candle
+    | Order
+    | Portfolio
+    | PositionEvent
+    | PriceBatch
+    | list[Position]
+    | Connected
+    | Disconnected
+    | ErrorEvent
+)

@@ -13,7 +13,7 @@ from typing import Any
 from .backoff import BackoffPolicy
 from .client import BaseClient, F, Key
 from .connection import Connection
-from .dialects import ErrorMessage, Verdict
+from .dialects import Decision, ErrorMessage, Verdict
 from .dialects.nexgent import (
     INITIAL_DATA_FAILED,
     AgentConnected,
@@ -277,7 +277,7 @@ class NexgentWS(BaseClient):
             log.warning("server error: %s", error)
             self._report(error)
 
-    def link_verdict(self, verdict: Verdict, error: AgentXError) -> Verdict:
+    def link_verdict(self, verdict: Verdict, error: AgentXError) -> Decision:
         if verdict is Verdict.AUTH_FAILED:
             return self._refresh_token(error)
         if verdict is Verdict.REPLACED:
@@ -286,45 +286,45 @@ class NexgentWS(BaseClient):
             )
             if self.reconnect_on_replace:
                 self._report(replaced)
-                return Verdict.RECONNECT
+                return Decision.BACK_OFF
             self._fail(replaced, ConnectionState.REPLACED)
-            return Verdict.FATAL
+            return Decision.STOP
         if verdict is Verdict.FATAL and isinstance(error, ConnectionLostError) and error.code == 1008:
             error = AgentNotFoundError(
                 f"Nexgent closed the connection (1008 {error.reason or 'Agent not found'}): "
                 f"agent {self.agent_id} does not belong to this token's user"
             )
         self._fail(error, ConnectionState.FAILED)
-        return Verdict.FATAL
+        return Decision.STOP
 
-    def _refresh_token(self, error: AgentXError) -> Verdict:
+    def _refresh_token(self, error: AgentXError) -> Decision:
         if self.token_provider is None:
             self._fail(
                 AuthenticationError(f"{error}; no token_provider to refresh the token", status=401),
                 ConnectionState.FAILED,
             )
-            return Verdict.FATAL
+            return Decision.STOP
         if self._refreshed:
             # The token the provider has just handed over was refused at once: give up.
             self._fail(
                 AuthenticationError(f"{error}, a freshly provided token too", status=401),
                 ConnectionState.FAILED,
             )
-            return Verdict.FATAL
+            return Decision.STOP
         try:
             token = self.token_provider()
         except Exception as exc:
             log.error("token_provider raised %s", type(exc).__name__)
             failure = AuthenticationError(f"{error}; token_provider raised {type(exc).__name__}", status=401)
             self._fail(failure, ConnectionState.FAILED)
-            return Verdict.FATAL
+            return Decision.STOP
         if not isinstance(token, str) or not token:
             self._fail(
                 AuthenticationError(f"{error}; token_provider returned no token", status=401),
                 ConnectionState.FAILED,
             )
-            return Verdict.FATAL
+            return Decision.STOP
         self._nexgent.token = token
         self._refreshed = True
         log.info("the token was refused (HTTP 401); retrying with a fresh one from token_provider")
-        return Verdict.RETRY_NOW
+        return Decision.RETRY_NOW

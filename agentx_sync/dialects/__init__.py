@@ -20,6 +20,7 @@ from ..errors import ProtocolError
 
 __all__ = [
     "JSON_PARSER",
+    "Decision",
     "ErrorMessage",
     "Ping",
     "Pong",
@@ -78,13 +79,20 @@ def loads(text: str) -> dict[str, Any]:
 
 
 class Verdict(enum.Enum):
-    """What the IO layer does after a failed handshake or a close."""
+    """A fact: what a failed handshake or a close means, as the platform's dialect reads it."""
 
-    RECONNECT = "reconnect"  # back off, then connect again
-    AUTH_FAILED = "auth_failed"  # credentials refused (maybe refresh and retry)
-    FATAL = "fatal"  # stop for good
-    REPLACED = "replaced"  # another client took over (Nexgent)
+    RECONNECT = "reconnect"  # a passing loss: nothing says the next attempt will fail
+    AUTH_FAILED = "auth_failed"  # the credentials were refused
+    FATAL = "fatal"  # the next attempt would fail the same way (e.g. a foreign agent)
+    REPLACED = "replaced"  # another client took the connection over (Nexgent)
+
+
+class Decision(enum.Enum):
+    """What the client decides the IO thread does about a :class:`Verdict`."""
+
+    BACK_OFF = "back_off"  # wait the backoff delay, then connect again
     RETRY_NOW = "retry_now"  # connect again at once (after a token refresh)
+    STOP = "stop"  # end for good
 
 
 @attrs.frozen
