@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from .backoff import BackoffPolicy
-from .client import AgentExchangeWS, NexgentWS, ReplacedClientWarning
+from .client import AgentExchangeWS, NexgentWS, PreviousClientClosedWarning
 from .errors import (
     AgentNotFoundError,
     AgentXError,
@@ -76,10 +76,10 @@ __all__ = [
     "Position",
     "PositionEvent",
     "PositionEventType",
+    "PreviousClientClosedWarning",
     "PriceBatch",
     "PriceUpdate",
     "ProtocolError",
-    "ReplacedClientWarning",
     "ServerError",
     "StaleConnectionError",
     "StoppedError",

@@ -14,7 +14,7 @@ may take only those below it):
 1. ``BaseClient._lifecycle``: serializes ``start()`` and ``close()``; never
    held while joining a thread, never taken by the library's own threads.
 2. ``_running_lock`` (module-wide): the registry of running clients, for
-   ``replace_running``; held only to read and write that dict.
+   ``close_previous``; held only to read and write that dict.
 3. ``BaseClient._lock`` (re-entrant): callbacks, subscriptions, counters,
    the status.
 4. ``Connection._lock``: the socket, the live flag and the outbox; never held
@@ -75,7 +75,7 @@ from .models import (
 from .options import Options
 from .state import State
 
-__all__ = ["AgentExchangeWS", "BaseClient", "NexgentWS", "ReplacedClientWarning"]
+__all__ = ["AgentExchangeWS", "BaseClient", "NexgentWS", "PreviousClientClosedWarning"]
 
 log = logging.getLogger("agentx_sync.client")
 
@@ -86,7 +86,7 @@ _ENDED = frozenset({ConnectionState.CLOSED, ConnectionState.FAILED, ConnectionSt
 _RECORDS = frozenset({Ticker, Candle, Order, Portfolio})
 
 
-class ReplacedClientWarning(UserWarning):
+class PreviousClientClosedWarning(UserWarning):
     """A started client replaced a running one with the same credentials (and Nexgent agent)."""
 
 
@@ -153,7 +153,7 @@ class BaseClient:
         self.options = options
         #: On start(), close a running client of the same class and
         #: credentials first. None (the default): only inside IPython/Jupyter.
-        self.replace_running = options.replace_running
+        self.close_previous = options.close_previous
         self._state = State(max_orders)
         self._events: EventQueue[ClientEvent] = EventQueue(options.event_queue_size)
         self._dispatcher = Dispatcher(options.callback_queue_size, self._callback_failed)
@@ -186,18 +186,18 @@ class BaseClient:
         error); after a close() that returned True it may be started again.
         It never has more than one IO thread and one dispatcher thread.
 
-        When ``replace_running`` is on (by default only inside IPython/Jupyter,
+        When ``close_previous`` is on (by default only inside IPython/Jupyter,
         where re-running a cell builds a new client), a running client of the
         same class and credentials (and Nexgent agent), whatever its endpoint,
-        is closed first, with a :class:`ReplacedClientWarning`.
+        is closed first, with a :class:`PreviousClientClosedWarning`.
 
         Raises:
             ClientStateError: a thread of this client's previous run is still
                 alive (its close() timed out, or runs right now in another
                 thread). Call close() again and start once it returns True.
         """
-        if self.replace_running if self.replace_running is not None else _interactive():
-            self._replace_running()
+        if self.close_previous if self.close_previous is not None else _interactive():
+            self._close_previous()
         with self._lifecycle:
             with self._lock:
                 if self._started:
@@ -237,7 +237,7 @@ class BaseClient:
     def _identity_extra(self) -> str:
         return ""
 
-    def _replace_running(self) -> None:
+    def _close_previous(self) -> None:
         key = self._identity()
         with _running_lock:
             previous = _running.get(key)
@@ -250,7 +250,7 @@ class BaseClient:
                 + ("" if closed else "; one of its threads did not end in time")
             )
             log.warning(message)
-            warnings.warn(message, ReplacedClientWarning, stacklevel=_user_stacklevel())
+            warnings.warn(message, PreviousClientClosedWarning, stacklevel=_user_stacklevel())
 
     def close(self, timeout: float = 5.0) -> bool:
         """Close the connection and join every thread of this client (idempotent).

@@ -62,8 +62,8 @@ class AgentExchangeWS(BaseClient):
         ssl_context: for ``wss://`` (default: system CAs, host name checked).
         event_queue_size: how many events ``get_event`` holds (oldest dropped).
         callback_queue_size: how many events may wait for slow callbacks.
-        replace_running: on start(), close a running AgentExchangeWS with the
-            same key first (whatever its endpoint), with a :class:`ReplacedClientWarning`
+        close_previous: on start(), close a running AgentExchangeWS with the
+            same key first (whatever its endpoint), with a :class:`PreviousClientClosedWarning`
             (a notebook cell run twice). ``None``, the default: on inside
             IPython/Jupyter only; elsewhere two such clients run side by side.
         coalesce: seconds to let messages gather after each read before the
@@ -90,7 +90,7 @@ class AgentExchangeWS(BaseClient):
         ssl_context: ssl.SSLContext | None = None,
         event_queue_size: int = 10_000,
         callback_queue_size: int = 100_000,
-        replace_running: bool | None = None,
+        close_previous: bool | None = None,
         coalesce: float = 0.0,
         proxy: str | None = None,
         trust_env: bool = True,
@@ -107,7 +107,7 @@ class AgentExchangeWS(BaseClient):
                 ssl_context=ssl_context,
                 event_queue_size=event_queue_size,
                 callback_queue_size=callback_queue_size,
-                replace_running=replace_running,
+                close_previous=close_previous,
                 coalesce=coalesce,
                 proxy=proxy,
                 trust_env=trust_env,

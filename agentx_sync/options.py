@@ -38,7 +38,7 @@ class Options:
     ssl_context: ssl.SSLContext | None = None
     event_queue_size: int = attrs.field(default=10_000, validator=_at_least_one)
     callback_queue_size: int = attrs.field(default=100_000, validator=_at_least_one)
-    replace_running: bool | None = None
+    close_previous: bool | None = None
     coalesce: float = 0.0
     proxy: str | None = attrs.field(default=None, repr=False)  # may hold a password: never shown
     trust_env: bool = True

@@ -172,7 +172,7 @@ def test_twenty_clients_started_together_do_not_retry_in_lock_step() -> None:
             api_key="ak_test",
             base_url=f"ws://127.0.0.1:{port}",
             backoff=BackoffPolicy(initial=0.2, maximum=0.4),
-            replace_running=False,  # twenty clients on one key, on purpose
+            close_previous=False,  # twenty clients on one key, on purpose
         )
         for _ in range(20)
     ]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from agentx_sync import AgentExchangeWS, ConnectionState, NexgentWS
-from agentx_sync.client import ReplacedClientWarning
+from agentx_sync.client import PreviousClientClosedWarning
 from agentx_sync.sim import NexgentSimulator, Simulator
 
 from .conftest import EXAMPLES, FAST, eventually, run_example
@@ -110,18 +110,18 @@ def test_tools_say_when_the_connection_is_down(sim: Simulator, client: Make) -> 
     assert "may be stale" in get_price(symbol="BTCUSDT")
 
 
-def test_replace_running_closes_the_previous_client_for_the_same_key(sim: Simulator) -> None:
-    first = AgentExchangeWS(api_key="ak_test", base_url=sim.url, replace_running=True).start()
+def test_close_previous_closes_the_previous_client_for_the_same_key(sim: Simulator) -> None:
+    first = AgentExchangeWS(api_key="ak_test", base_url=sim.url, close_previous=True).start()
     first.wait_connected(5)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        second = AgentExchangeWS(api_key="ak_test", base_url=sim.url, replace_running=True).start()
+        second = AgentExchangeWS(api_key="ak_test", base_url=sim.url, close_previous=True).start()
     try:
         assert first.state is ConnectionState.CLOSED
-        assert any(issubclass(w.category, ReplacedClientWarning) for w in caught)
+        assert any(issubclass(w.category, PreviousClientClosedWarning) for w in caught)
         assert "ak_test" not in str(caught[0].message)
         second.wait_connected(5)
-        other_key = AgentExchangeWS(api_key="ak_other", base_url=sim.url, replace_running=True)
+        other_key = AgentExchangeWS(api_key="ak_other", base_url=sim.url, close_previous=True)
         sim.allow_key("ak_other")
         other_key.start().wait_connected(5)
         assert second.connected  # a different key is a different client
@@ -131,13 +131,13 @@ def test_replace_running_closes_the_previous_client_for_the_same_key(sim: Simula
 
 
 def test_two_clients_for_one_key_in_a_plain_script_both_keep_running(sim: Simulator) -> None:
-    # Regression: replace_running was on by default everywhere, so two CrewAI
+    # Regression: close_previous was on by default everywhere, so two CrewAI
     # tools (or two threads) with the same key closed each other.
     first = AgentExchangeWS(api_key="ak_test", base_url=sim.url, backoff=FAST)
     second = AgentExchangeWS(api_key="ak_test", base_url=sim.url, backoff=FAST)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error")  # no ReplacedClientWarning either
+            warnings.simplefilter("error")  # no PreviousClientClosedWarning either
             first.start().wait_connected(5)
             second.start().wait_connected(5)
         assert first.wait_for_price("BTCUSDT", 5) > 0 and second.wait_for_price("BTCUSDT", 5) > 0
@@ -209,7 +209,7 @@ def test_notebook_runs_top_to_bottom_with_a_real_kernel() -> None:
     text = "\n".join(str(o.get("text", "")) + str(o.get("data", {})) for o in outputs)
     assert not [o for o in outputs if o.output_type == "error"]
     assert "AgentExchangeWS" in text and "<table>" in text  # the rich repr
-    assert "ReplacedClientWarning" in text and "previous client: closed" in text
+    assert "PreviousClientClosedWarning" in text and "previous client: closed" in text
     assert "filled" in text
     assert "previous view running: False" in text
     updates = int(text.split("live view refreshed ")[1].split()[0])
@@ -289,12 +289,12 @@ def test_an_llm_guessing_symbols_never_holds_or_widens_subscriptions(sim: Simula
 
 
 def test_the_replace_warning_points_at_the_users_line(sim: Simulator) -> None:
-    first = AgentExchangeWS(api_key="ak_test", base_url=sim.url, replace_running=True).start()
+    first = AgentExchangeWS(api_key="ak_test", base_url=sim.url, close_previous=True).start()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        second = AgentExchangeWS(api_key="ak_test", base_url=sim.url, replace_running=True).start()
+        second = AgentExchangeWS(api_key="ak_test", base_url=sim.url, close_previous=True).start()
     try:
-        replaced = [w for w in caught if issubclass(w.category, ReplacedClientWarning)]
+        replaced = [w for w in caught if issubclass(w.category, PreviousClientClosedWarning)]
         assert replaced and replaced[0].filename == __file__, replaced[0].filename
     finally:
         assert second.close(2) and first.close(2)
@@ -306,7 +306,7 @@ def test_rerunning_a_notebook_cell_with_a_simulator_and_a_client_leaves_neither_
     """The cell ``sim = Simulator().start(); ws = AgentExchangeWS(..., base_url=sim.url).start()``, run twice."""
     import agentx_sync.client
     import agentx_sync.sim._server
-    from agentx_sync.sim import ReplacedSimulatorWarning
+    from agentx_sync.sim import PreviousSimulatorStoppedWarning
 
     monkeypatch.setattr(agentx_sync.client, "_interactive", lambda: True)
     monkeypatch.setattr(agentx_sync.sim._server, "_interactive", lambda: True)
@@ -326,11 +326,11 @@ def test_rerunning_a_notebook_cell_with_a_simulator_and_a_client_leaves_neither_
         assert (old_sim.connections() == [] and old_sim.loop is None) or old_sim._thread is None
         assert new_ws.connected and len(new_sim.connections()) == 1
         kinds = {w.category for w in caught}
-        assert ReplacedSimulatorWarning in kinds and ReplacedClientWarning in kinds
+        assert PreviousSimulatorStoppedWarning in kinds and PreviousClientClosedWarning in kinds
         assert all(
             w.filename == __file__
             for w in caught
-            if w.category in (ReplacedSimulatorWarning, ReplacedClientWarning)
+            if w.category in (PreviousSimulatorStoppedWarning, PreviousClientClosedWarning)
         )
     finally:
         assert new_ws.close(2) and old_ws.close(2)

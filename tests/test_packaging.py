@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -16,23 +17,14 @@ ROOT = Path(__file__).parent.parent
 
 @pytest.fixture(scope="module")
 def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # Built from a copy: setuptools leaves build/ behind, and a stale build/lib
+    # of the checkout could slip removed modules into the wheel.
+    tree = tmp_path_factory.mktemp("tree") / "src"
+    junk = (".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".mypy_cache", ".ruff_cache")
+    shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns(*junk, ".pytest_cache", ".hypothesis"))
     out = tmp_path_factory.mktemp("dist")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "build",
-            "--sdist",
-            "--wheel",
-            "--no-isolation",
-            "--outdir",
-            str(out),
-            str(ROOT),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
+    command = [sys.executable, "-m", "build", "--sdist", "--wheel", "--no-isolation", "--outdir", str(out)]
+    subprocess.run([*command, str(tree)], check=True, capture_output=True, timeout=300)
     return out
 
 

@@ -9,7 +9,7 @@ thread and binds 127.0.0.1 unless told otherwise::
 
 from __future__ import annotations
 
-from ._server import ReplacedSimulatorWarning
+from ._server import PreviousSimulatorStoppedWarning
 from .agentexchange import DEFAULT_SYMBOLS, AgentExchangeSimulator
 from .nexgent import NexgentSimulator
 
@@ -20,6 +20,6 @@ __all__ = [
     "DEFAULT_SYMBOLS",
     "AgentExchangeSimulator",
     "NexgentSimulator",
-    "ReplacedSimulatorWarning",
+    "PreviousSimulatorStoppedWarning",
     "Simulator",
 ]

@@ -26,12 +26,12 @@ from websockets.http11 import Request, Response
 
 from ..client import _interactive, _user_stacklevel
 
-__all__ = ["ReplacedSimulatorWarning", "SimBase", "SimConnection"]
+__all__ = ["PreviousSimulatorStoppedWarning", "SimBase", "SimConnection"]
 
 log = logging.getLogger("agentx_sync.sim")
 
 
-class ReplacedSimulatorWarning(UserWarning):
+class PreviousSimulatorStoppedWarning(UserWarning):
     """Inside IPython, a started simulator stopped the previous one of its class."""
 
 
@@ -139,7 +139,7 @@ class SimBase:
                 name = type(previous).__name__
                 message = f"stopped the running {name} on {previous.url} before starting this one"
                 log.warning(message)
-                warnings.warn(message, ReplacedSimulatorWarning, stacklevel=_user_stacklevel())
+                warnings.warn(message, PreviousSimulatorStoppedWarning, stacklevel=_user_stacklevel())
         ready = threading.Event()
         self.loop = asyncio.new_event_loop()
 
