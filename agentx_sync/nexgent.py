@@ -19,6 +19,7 @@ from .dialects.nexgent import (
     AgentConnected,
     InitialData,
     NexgentDialect,
+    RefreshPolicy,
 )
 from .errors import (
     AgentNotFoundError,
@@ -100,7 +101,7 @@ class NexgentWS(BaseClient):
         self.api_url = api_url
         self.token_provider = token_provider
         self.reconnect_on_replace = reconnect_on_replace
-        self._refreshed = False
+        self._refresh = RefreshPolicy()
         self._book = self._state.book
 
     def _identity_extra(self) -> str:
@@ -200,13 +201,13 @@ class NexgentWS(BaseClient):
     # -- the IO thread's hooks -----------------------------------------------------------
 
     def link_opened(self, conn: Connection) -> None:
-        self._refreshed = False
+        self._refresh.reset()
         super().link_opened(conn)
 
     def link_lost(self, error: AgentXError, retry_in: float | None) -> None:
         # An attempt that failed otherwise than by a 401 ends a run of refusals:
         # the next 401 (an expired token after a long outage) asks the provider again.
-        self._refreshed = False
+        self._refresh.reset()
         super().link_lost(error, retry_in)
 
     def _on_lost(self) -> None:
@@ -298,33 +299,22 @@ class NexgentWS(BaseClient):
         return Decision.STOP
 
     def _refresh_token(self, error: AgentXError) -> Decision:
-        if self.token_provider is None:
-            self._fail(
-                AuthenticationError(f"{error}; no token_provider to refresh the token", status=401),
-                ConnectionState.FAILED,
-            )
+        """Ask ``token_provider`` for a new token, as the refresh policy allows (IO thread)."""
+        reason = self._refresh.refused(self.token_provider is not None)
+        token: object = None
+        if reason is None:
+            assert self.token_provider is not None
+            try:
+                token = self.token_provider()
+            except Exception as exc:
+                log.error("token_provider raised %s", type(exc).__name__)
+                reason = f"token_provider raised {type(exc).__name__}"
+            else:
+                reason = self._refresh.check(token)
+        if reason is not None:
+            self._fail(AuthenticationError(f"{error}; {reason}", status=401), ConnectionState.FAILED)
             return Decision.STOP
-        if self._refreshed:
-            # The token the provider has just handed over was refused at once: give up.
-            self._fail(
-                AuthenticationError(f"{error}, a freshly provided token too", status=401),
-                ConnectionState.FAILED,
-            )
-            return Decision.STOP
-        try:
-            token = self.token_provider()
-        except Exception as exc:
-            log.error("token_provider raised %s", type(exc).__name__)
-            failure = AuthenticationError(f"{error}; token_provider raised {type(exc).__name__}", status=401)
-            self._fail(failure, ConnectionState.FAILED)
-            return Decision.STOP
-        if not isinstance(token, str) or not token:
-            self._fail(
-                AuthenticationError(f"{error}; token_provider returned no token", status=401),
-                ConnectionState.FAILED,
-            )
-            return Decision.STOP
+        assert isinstance(token, str)
         self._nexgent.token = token
-        self._refreshed = True
         log.info("the token was refused (HTTP 401); retrying with a fresh one from token_provider")
         return Decision.RETRY_NOW

@@ -42,6 +42,7 @@ __all__ = [
     "AgentConnected",
     "InitialData",
     "NexgentDialect",
+    "RefreshPolicy",
     "build_url",
     "decode",
     "parse_position",
@@ -275,6 +276,37 @@ def build_url(api_url: str, token: str, agent_id: str) -> str:
 
 def _endpoint(api_url: str) -> Endpoint:
     return websocket_endpoint(api_url, "/ws", "api_url")
+
+
+class RefreshPolicy:
+    """When a refused token (HTTP 401) is worth asking ``token_provider`` for a new one (pure).
+
+    Once per run of refusals: a token the provider has just handed over and
+    that is refused at once ends the client. A connection that opens, or an
+    attempt that fails otherwise (an outage), ends the run, so that a token
+    which expired during a long outage is refreshed again.
+    """
+
+    def __init__(self) -> None:
+        self._asked = False
+
+    def refused(self, has_provider: bool) -> str | None:
+        """The token was refused: ``None`` to ask the provider now, else why to give up."""
+        if not has_provider:
+            return "no token_provider to refresh the token"
+        if self._asked:
+            return "a freshly provided token was refused too"
+        self._asked = True
+        return None
+
+    def reset(self) -> None:
+        """The run of refusals ended (a connection opened, or an attempt failed otherwise)."""
+        self._asked = False
+
+    @staticmethod
+    def check(token: object) -> str | None:
+        """Why the provider's answer is not a token, or None."""
+        return None if isinstance(token, str) and token else "token_provider returned no token"
 
 
 class NexgentDialect:

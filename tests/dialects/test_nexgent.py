@@ -16,6 +16,7 @@ from agentx_sync.dialects.nexgent import (
     AgentConnected,
     InitialData,
     NexgentDialect,
+    RefreshPolicy,
     build_url,
     decode,
     parse_position,
@@ -497,3 +498,30 @@ def test_zero_prices_from_the_real_server_mean_unknown_and_do_not_sink_a_message
         initial.positions[0].get("current_price") is None
         and initial.positions[0].get("current_price_usd") is None
     )
+
+
+@pytest.mark.parametrize(
+    ("steps", "answers"),
+    [
+        (["refused"], [None]),  # the first refusal asks the provider
+        (["refused", "refused"], [None, "a freshly provided token was refused too"]),
+        (["refused", "reset", "refused"], [None, None]),  # a connection (or an outage) ended the run
+    ],
+)
+def test_the_refresh_policy_asks_once_per_run_of_refusals(
+    steps: list[str], answers: list[str | None]
+) -> None:
+    policy = RefreshPolicy()
+    got = []
+    for step in steps:
+        if step == "reset":
+            policy.reset()
+        else:
+            got.append(policy.refused(has_provider=True))
+    assert got == answers
+
+
+def test_the_refresh_policy_without_a_provider_and_with_a_bad_answer() -> None:
+    assert RefreshPolicy().refused(has_provider=False) == "no token_provider to refresh the token"
+    assert RefreshPolicy.check("eyJ.new") is None
+    assert RefreshPolicy.check("") == RefreshPolicy.check(None) == "token_provider returned no token"
