@@ -1,5 +1,9 @@
 """What every client shares: lifecycle, lifecycle callbacks, the event queue, health.
 
+(Longer than 500 lines on purpose: its docstring is the lock inventory, and
+the lifecycle, waits and health below are what both clients share; the
+platform specifics are in ``exchange.py`` and ``nexgent.py``.)
+
 :class:`BaseClient` is the base of :class:`~agentx_sync.exchange.AgentExchangeWS`
 and :class:`~agentx_sync.nexgent.NexgentWS` (each in its own module, both
 importable from here). A client wires a sans-IO dialect to a :class:`~agentx_sync.connection.Connection`

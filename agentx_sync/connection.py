@@ -1,5 +1,9 @@
 """The IO thread: it owns the socket, and nothing else touches it.
 
+(Longer than 500 lines on purpose: everything that touches the socket lives here,
+so that one module holds the socket and its lock discipline; the protocol
+itself is in ``session.py``, pure.)
+
 One plain loop: connect (TCP, TLS, then the HTTP upgrade by websocket-client
 on a socket this module owns), read in large chunks, cut frames with the
 sans-IO :class:`~agentx_sync.frames.FrameReader`, decode with the dialect,

@@ -1,5 +1,8 @@
 """Immutable records the library hands out: market data, orders, lifecycle events.
 
+(Longer than 500 lines on purpose: every record the library hands out, with
+its dict-like access and JSON form, so that one module tells them all.)
+
 Every record is immutable (frozen, slotted attrs classes; the two built in
 bulk, Ticker and Position, are tuples underneath), so getters return them
 without copying and without holding a lock. Records also read like the dicts the

@@ -1,5 +1,8 @@
 """The state cache: the latest value of everything, under its condition lock.
 
+(Longer than 500 lines on purpose: the cache and the Nexgent position book
+with its P/L, which change under the same lock and are read together.)
+
 (``client.py`` lists every lock of a client and their order.)
 
 The IO thread is its only writer and applies a whole batch of events (all
