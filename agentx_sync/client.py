@@ -569,8 +569,9 @@ class BaseClient:
         raise NotImplementedError
 
     def link_bad_message(self, error: ProtocolError) -> None:
-        with self._lock:
+        with self._lock:  # the count and the last error change together in health()
             self._bad_messages += 1
+            self._last_error = f"{type(error).__name__}: {error}"
         log.warning("ignored a bad message: %s (%.80r)", error, error.raw)
         self._report(error)
 

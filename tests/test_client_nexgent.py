@@ -418,5 +418,5 @@ def test_a_connected_message_for_another_agent_is_reported(
     ws.start().wait_for_positions(timeout=5)
     assert ws.health().bad_messages == 0  # the simulator's own "connected" names our agent
     nsim.send_raw(json.dumps({"type": "connected", "data": {"agentId": "someone-else"}}))
-    eventually(lambda: ws.health().bad_messages == 1, what="the mismatch reported")
-    assert "someone-else" in (ws.health().last_error or "") and ws.connected
+    health = eventually(lambda: (h := ws.health()).bad_messages == 1 and h, what="the mismatch reported")
+    assert "someone-else" in (health.last_error or "") and ws.connected
