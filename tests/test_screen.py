@@ -10,7 +10,6 @@ import select
 import struct
 import subprocess
 import termios
-import time
 from collections.abc import Callable
 from decimal import Decimal
 
@@ -193,4 +192,3 @@ def test_nexgent_frames_carry_positions(
     frame = Board(ws, []).frame()
     assert frame.client == "Nexgent" and [p.token_symbol for p in frame.positions] == ["WIF"]
     assert "WIF" in render_text(frame)
-    time.sleep(0)  # nothing timed here: the board reads the cache as it is
