@@ -4,7 +4,7 @@
 its dict-like access and JSON form, so that one module tells them all.)
 
 Every record is immutable (frozen, slotted attrs classes; the two built in
-bulk, Ticker and Position, are tuples underneath), so getters return them
+bulk, Ticker and Position, are NamedTuples), so getters return them
 without copying and without holding a lock. Records also read like the dicts the
 platforms' own clients pass around: ``data["price"]`` and ``data.price`` are
 the same value, and ``keys()``, ``get()``, ``in`` and ``to_dict()`` work.
@@ -19,18 +19,19 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, TypeAlias
+from typing import Any, ClassVar, NamedTuple, TypeAlias
 
 import attrs
 
 from .errors import safe_str
-from .numbers import CONTEXT
 
 __all__ = [
     "POSITION_FIELDS",
+    "POSITION_TYPES",
+    "PRICE_FIELDS",
     "Candle",
     "ClientEvent",
     "Connected",
@@ -50,6 +51,7 @@ __all__ = [
     "PriceUpdate",
     "Record",
     "Ticker",
+    "camel",
     "jsonable",
 ]
 
@@ -117,7 +119,7 @@ def jsonable(value: Any) -> Any:  # noqa: C901, PLR0911 - a flat switch on the v
         if value.utcoffset() == _ZERO:
             return value.replace(tzinfo=None).isoformat() + "Z"
         return value.isoformat()
-    if isinstance(value, (Record, Position)):
+    if isinstance(value, (Record, _TupleRecord)):
         return value.to_dict(json=True)
     if isinstance(value, BaseException):
         return {"type": type(value).__name__, "message": safe_str(value)}
@@ -167,28 +169,69 @@ class ConnectionState(enum.StrEnum):
 
 
 class _TupleRecord(tuple):  # type: ignore[type-arg]
-    """A record that is a tuple underneath: equal and hashed by ``_values()``, not ordered."""
+    """What the records that are tuples (Ticker, Position) share: read by name like the
+    other records, equal by their data fields only, never equal to a plain tuple, not ordered.
+
+    A subclass sets ``_DATA`` (the slice of its data fields: equality, ``keys()``,
+    ``to_dict()``) and ``_INDEX`` (every name item access takes, to its index).
+    """
 
     __slots__ = ()
-
-    def _values(self) -> tuple[Any, ...]:
-        raise NotImplementedError
+    _DATA: ClassVar[slice]
+    _INDEX: ClassVar[dict[str, int]]
+    _NAMES: ClassVar[tuple[str, ...]]
 
     def __eq__(self, other: object) -> bool:
         if type(other) is type(self):
-            return self._values() == other._values()
+            data = self._DATA
+            return tuple.__getitem__(self, data) == tuple.__getitem__(other, data)
+        if isinstance(other, tuple):
+            return False  # not NotImplemented: tuple's own == would compare the fields
         return NotImplemented
 
     def __ne__(self, other: object) -> bool:
-        return not self == other
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
 
     def __hash__(self) -> int:
-        return hash(self._values())
+        return hash(tuple.__getitem__(self, self._DATA))
 
     def __lt__(self, other: object) -> bool:
-        return NotImplemented
+        return NotImplemented  # records are not ordered
 
     __le__ = __gt__ = __ge__ = __lt__
+
+    def __getitem__(self, key: Any) -> Any:
+        """``r["price"]`` (a field by name), or ``r[1]`` as for any tuple."""
+        if type(key) is str:
+            index = self._INDEX.get(key)
+            if index is None:
+                raise KeyError(key)
+            return tuple.__getitem__(self, index)
+        return tuple.__getitem__(self, key)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._INDEX
+
+    def keys(self) -> tuple[str, ...]:
+        """The data fields' names."""
+        return self._NAMES
+
+    def get(self, key: str, default: Any = None) -> Any:
+        index = self._INDEX.get(key)
+        return default if index is None else tuple.__getitem__(self, index)
+
+    def to_dict(self, *, json: bool = False) -> dict[str, Any]:
+        """The data fields by name; with ``json=True``, as JSON-ready values."""
+        values = tuple.__getitem__(self, self._DATA)
+        if json:
+            return {k: jsonable(v) for k, v in zip(self._NAMES, values, strict=True)}
+        return dict(zip(self._NAMES, values, strict=True))
+
+    def __repr__(self) -> str:
+        values = tuple.__getitem__(self, self._DATA)
+        shown = ", ".join(f"{k}={v!r}" for k, v in zip(self._NAMES, values, strict=True))
+        return f"{type(self).__name__}({shown})"
 
 
 class _TickerFields(NamedTuple):
@@ -201,7 +244,7 @@ class _TickerFields(NamedTuple):
     received_at: float = 0.0
 
 
-class Ticker(_TickerFields):
+class Ticker(_TickerFields, _TupleRecord):
     """The latest trade of a symbol (channel ``ticker``). Immutable.
 
     A :class:`~typing.NamedTuple`, because one is built per message (hundreds
@@ -210,67 +253,15 @@ class Ticker(_TickerFields):
     fields (``len()`` 6, iteration yields the values), and it reads like the
     other records too: ``t["price"]``, ``keys()``, ``get()``, ``"price" in t``,
     ``to_dict()``. Two tickers are equal when the trade is: ``received_at`` is
-    left out, and a ticker never equals a plain tuple.
+    left out (and from ``keys()``: bookkeeping, not wire data), and a ticker
+    never equals a plain tuple.
     """
 
     __slots__ = ()
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is Ticker:
-            return tuple.__getitem__(self, _TRADE) == tuple.__getitem__(other, _TRADE)
-        if isinstance(other, tuple):
-            return False  # not NotImplemented: tuple's own == would compare the fields
-        return NotImplemented
-
-    def __ne__(self, other: object) -> bool:
-        equal = self.__eq__(other)
-        return equal if equal is NotImplemented else not equal
-
-    def __hash__(self) -> int:
-        return hash(tuple.__getitem__(self, _TRADE))
-
-    def __lt__(self, other: object) -> bool:
-        return NotImplemented  # records are not ordered
-
-    __le__ = __gt__ = __ge__ = __lt__
-
-    def __getitem__(self, key: Any) -> Any:
-        """``t["price"]`` (a wire field by name), or ``t[1]`` as for any tuple."""
-        if type(key) is str:
-            if key in _TICKER_INDEX:
-                return tuple.__getitem__(self, _TICKER_INDEX[key])
-            raise KeyError(key)
-        return tuple.__getitem__(self, key)
-
-    def __contains__(self, key: object) -> bool:
-        return key in _TICKER_INDEX
-
-    def keys(self) -> tuple[str, ...]:
-        """The wire fields (``received_at`` is bookkeeping, not wire data)."""
-        return _TICKER_KEYS
-
-    def get(self, key: str, default: Any = None) -> Any:
-        index = _TICKER_INDEX.get(key)
-        return default if index is None else tuple.__getitem__(self, index)
-
-    def to_dict(self, *, json: bool = False) -> dict[str, Any]:
-        """The wire fields by name; with ``json=True``, as JSON-ready values."""
-        values = tuple.__getitem__(self, _TRADE)
-        if json:
-            return {k: jsonable(v) for k, v in zip(_TICKER_KEYS, values, strict=True)}
-        return dict(zip(_TICKER_KEYS, values, strict=True))
-
-    def __repr__(self) -> str:
-        shown = ", ".join(
-            f"{k}={v!r}" for k, v in zip(_TICKER_KEYS, tuple.__getitem__(self, _TRADE), strict=True)
-        )
-        return f"Ticker({shown})"
-
-
-_TRADE = slice(0, 5)
-_TICKER_KEYS = _TickerFields._fields[:5]
-_TICKER_INDEX = {name: i for i, name in enumerate(_TICKER_KEYS)}
-_KEYS[Ticker] = _TICKER_KEYS
+    _DATA = slice(0, 5)
+    _NAMES = _TickerFields._fields[:5]
+    _INDEX = {name: i for i, name in enumerate(_NAMES)}
+    __repr__ = _TupleRecord.__repr__
 
 
 @attrs.frozen(kw_only=True)
@@ -396,75 +387,64 @@ class Health(Record):
 # -- Nexgent --------------------------------------------------------------------
 
 
-def _camel(name: str) -> str:
+class _PositionFields(NamedTuple):
+    id: str
+    token_address: str
+    agent_id: str | None = None
+    wallet_address: str | None = None
+    token_symbol: str | None = None
+    purchase_transaction_id: str | None = None
+    purchase_price: Decimal | None = None
+    purchase_amount: Decimal | None = None
+    total_invested_sol: Decimal | None = None
+    dca_count: int | None = None
+    last_dca_time: datetime | None = None
+    lowest_price: Decimal | None = None
+    dca_transaction_ids: tuple[str, ...] = ()
+    current_stop_loss_percentage: Decimal | None = None
+    peak_price: Decimal | None = None
+    last_stop_loss_update: datetime | None = None
+    remaining_amount: Decimal | None = None
+    take_profit_levels_hit: int | None = None
+    take_profit_transaction_ids: tuple[str, ...] = ()
+    last_take_profit_time: datetime | None = None
+    moon_bag_activated: bool | None = None
+    moon_bag_amount: Decimal | None = None
+    realized_profit_sol: Decimal | None = None
+    tp_batch_start_level: int | None = None
+    total_take_profit_levels: int | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    # The price and P/L fields (PRICE_FIELDS): what a new price of the token changes.
+    current_price: Decimal | None = None
+    current_price_usd: Decimal | None = None
+    purchase_price_usd: Decimal | None = None
+    position_value_usd: Decimal | None = None
+    position_value_sol: Decimal | None = None
+    profit_loss_usd: Decimal | None = None
+    profit_loss_sol: Decimal | None = None
+    profit_loss_percent: Decimal | None = None
+    price_change_percent: Decimal | None = None
+
+
+#: Position fields in record order: what the wire carries, then the price and P/L fields.
+#: The one list: the camelCase keys and the Nexgent dialect's parsing table are made from it.
+POSITION_FIELDS: tuple[str, ...] = _PositionFields._fields
+#: Each field's type as written above (the Nexgent dialect reads the wire by it).
+POSITION_TYPES: dict[str, str] = {
+    name: kind.__forward_arg__ for name, kind in _PositionFields.__annotations__.items()
+}
+#: The price and P/L fields, last in the record.
+PRICE_FIELDS: tuple[str, ...] = POSITION_FIELDS[POSITION_FIELDS.index("current_price") :]
+
+
+def camel(name: str) -> str:
+    """The wire's camelCase for a snake_case field name: ``token_symbol`` -> ``tokenSymbol``."""
     head, *rest = name.split("_")
     return head + "".join(p.title() for p in rest)
 
 
-#: Position fields in record order: what the wire carries, then the price and P/L fields.
-POSITION_FIELDS: tuple[str, ...] = (
-    "id",
-    "token_address",
-    "agent_id",
-    "wallet_address",
-    "token_symbol",
-    "purchase_transaction_id",
-    "purchase_price",
-    "purchase_amount",
-    "total_invested_sol",
-    "dca_count",
-    "last_dca_time",
-    "lowest_price",
-    "dca_transaction_ids",
-    "current_stop_loss_percentage",
-    "peak_price",
-    "last_stop_loss_update",
-    "remaining_amount",
-    "take_profit_levels_hit",
-    "take_profit_transaction_ids",
-    "last_take_profit_time",
-    "moon_bag_activated",
-    "moon_bag_amount",
-    "realized_profit_sol",
-    "tp_batch_start_level",
-    "total_take_profit_levels",
-    "created_at",
-    "updated_at",
-    "current_price",
-    "current_price_usd",
-    "purchase_price_usd",
-    "position_value_usd",
-    "position_value_sol",
-    "profit_loss_usd",
-    "profit_loss_sol",
-    "profit_loss_percent",
-    "price_change_percent",
-)
-#: Where the price and P/L fields start.
-PRICE_FIELDS_AT = POSITION_FIELDS.index("current_price")
-_POSITION_INDEX = {name: i for i, name in enumerate(POSITION_FIELDS)}
-_POSITION_KEYS = {**_POSITION_INDEX, **{_camel(n): i for n, i in _POSITION_INDEX.items()}}
-_POSITION_DEFAULTS = tuple(() if n.endswith("_ids") else None for n in POSITION_FIELDS)
-
-
-class _Derived:
-    """Stands in a Position for a USD figure computed from its other fields when read."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "DERIVED"
-
-    def __reduce__(self) -> str:
-        return "DERIVED"
-
-
-DERIVED: Any = _Derived()
-_VALUE_USD = POSITION_FIELDS.index("position_value_usd") - PRICE_FIELDS_AT
-_PNL_USD = POSITION_FIELDS.index("profit_loss_usd") - PRICE_FIELDS_AT
-
-
-class Position(_TupleRecord):
+class Position(_PositionFields, _TupleRecord):
     """A Nexgent position, with its price and P/L fields. Immutable.
 
     Attributes are snake_case; item access also takes the wire's camelCase
@@ -472,169 +452,27 @@ class Position(_TupleRecord):
     in Nexgent's own examples. Amounts and prices are ``Decimal``; the price
     and P/L fields are ``None`` until a price for the token is known.
 
-    It is not an attrs class like the other records: a price batch rebuilds
-    up to thousands of positions, and a 36-field attrs record costs 3 µs to
-    build. Underneath it is a pair of tuples, the non-price fields (shared
-    between the records of one position) and the nine price fields, so a
-    batch builds only the small one (see benchmarks/).
+    A :class:`~typing.NamedTuple` as :class:`Ticker` is, and for the same
+    reason: a price batch rebuilds every position of its tokens, and a
+    36-field attrs record builds ten times slower (see benchmarks/). It is a
+    tuple of its fields (iteration yields the values), reads like the other
+    records (``keys()``, ``get()``, ``in``, ``to_dict()``), never equals a plain
+    tuple and is not ordered.
     """
 
     __slots__ = ()
-
-    if TYPE_CHECKING:
-        id: str
-        token_address: str
-        agent_id: str | None
-        wallet_address: str | None
-        token_symbol: str | None
-        purchase_transaction_id: str | None
-        purchase_price: Decimal | None
-        purchase_amount: Decimal | None
-        total_invested_sol: Decimal | None
-        dca_count: int | None
-        last_dca_time: datetime | None
-        lowest_price: Decimal | None
-        dca_transaction_ids: tuple[str, ...]
-        current_stop_loss_percentage: Decimal | None
-        peak_price: Decimal | None
-        last_stop_loss_update: datetime | None
-        remaining_amount: Decimal | None
-        take_profit_levels_hit: int | None
-        take_profit_transaction_ids: tuple[str, ...]
-        last_take_profit_time: datetime | None
-        moon_bag_activated: bool | None
-        moon_bag_amount: Decimal | None
-        realized_profit_sol: Decimal | None
-        tp_batch_start_level: int | None
-        total_take_profit_levels: int | None
-        created_at: datetime | None
-        updated_at: datetime | None
-        current_price: Decimal | None
-        current_price_usd: Decimal | None
-        purchase_price_usd: Decimal | None
-        position_value_usd: Decimal | None
-        position_value_sol: Decimal | None
-        profit_loss_usd: Decimal | None
-        profit_loss_sol: Decimal | None
-        profit_loss_percent: Decimal | None
-        price_change_percent: Decimal | None
-
-    def __new__(cls, id: str, token_address: str, **fields: Any) -> Position:
-        values: list[Any] = list(_POSITION_DEFAULTS)
-        values[0], values[1] = id, token_address
-        for name, value in fields.items():
-            index = _POSITION_INDEX.get(name)
-            if index is None or index < 2:
-                raise TypeError(f"Position has no field {name!r}")
-            values[index] = value
-        return cls._make(values)
-
-    @classmethod
-    def _make(cls, values: Iterable[Any]) -> Position:
-        """Build from values in ``POSITION_FIELDS`` order (no checks: internal)."""
-        v = tuple(values)
-        return tuple.__new__(cls, (v[:PRICE_FIELDS_AT], v[PRICE_FIELDS_AT:]))
-
-    @classmethod
-    def _from_parts(cls, base: tuple[Any, ...], prices: tuple[Any, ...]) -> Position:
-        """Build from the non-price values and the nine price values (internal)."""
-        return tuple.__new__(cls, (base, prices))
-
-    def _values(self) -> tuple[Any, ...]:
-        base, prices = tuple.__iter__(self)
-        if prices[_VALUE_USD] is DERIVED or prices[_PNL_USD] is DERIVED:
-            prices = _derive(base, prices)
-        return base + prices  # type: ignore[no-any-return]
+    _DATA = slice(0, len(POSITION_FIELDS))
+    _NAMES = POSITION_FIELDS
+    _INDEX = {
+        **{n: i for i, n in enumerate(POSITION_FIELDS)},
+        **{camel(n): i for i, n in enumerate(POSITION_FIELDS)},
+    }
+    __repr__ = _TupleRecord.__repr__
 
     @property
     def holding(self) -> Decimal | None:
         """What is still held: ``remaining_amount`` after a take-profit, else ``purchase_amount``."""
         return self.remaining_amount if self.remaining_amount is not None else self.purchase_amount
-
-    def __getitem__(self, key: Any) -> Any:
-        index = _POSITION_KEYS.get(key) if type(key) is str else None
-        if index is None:
-            raise KeyError(key)
-        return self._values()[index]
-
-    def __contains__(self, key: object) -> bool:
-        return key in _POSITION_KEYS
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(POSITION_FIELDS)
-
-    def keys(self) -> tuple[str, ...]:
-        return POSITION_FIELDS
-
-    def get(self, key: str, default: Any = None) -> Any:
-        index = _POSITION_KEYS.get(key)
-        return default if index is None else self._values()[index]
-
-    def to_dict(self, *, json: bool = False) -> dict[str, Any]:
-        """The fields by snake_case name; with ``json=True``, as JSON-ready values."""
-        if json:
-            return {k: jsonable(v) for k, v in zip(POSITION_FIELDS, self._values(), strict=True)}
-        return dict(zip(POSITION_FIELDS, self._values(), strict=True))
-
-    def __repr__(self) -> str:
-        shown = ", ".join(f"{k}={v!r}" for k, v in zip(POSITION_FIELDS, self._values(), strict=True))
-        return f"Position({shown})"
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (Position._make, (self._values(),))
-
-
-def _derive(base: tuple[Any, ...], prices: tuple[Any, ...]) -> tuple[Any, ...]:
-    """Fill in ``position_value_usd`` and ``profit_loss_usd`` from the other fields.
-
-    ``positionValueUsd = currentPriceUsd * holding``; ``profitLossUsd`` is
-    ``profitLossSol`` at the current SOL/USD rate (``currentPriceUsd / currentPrice``).
-    """
-    remaining, bought = base[_REMAINING], base[_BOUGHT]
-    holding = remaining if remaining is not None else bought
-    price, usd, pnl = prices[0], prices[1], prices[_PNL_SOL]
-    # The library's context, not the reading thread's: equal records stay equal everywhere.
-    value_usd = None if usd is None or holding is None else CONTEXT.multiply(usd, holding)
-    pnl_usd = (
-        None if usd is None or not price or pnl is None else CONTEXT.divide(CONTEXT.multiply(pnl, usd), price)
-    )
-    out = list(prices)
-    out[_VALUE_USD], out[_PNL_USD] = value_usd, pnl_usd
-    return tuple(out)
-
-
-_REMAINING = POSITION_FIELDS.index("remaining_amount")
-_BOUGHT = POSITION_FIELDS.index("purchase_amount")
-_PNL_SOL = POSITION_FIELDS.index("profit_loss_sol") - PRICE_FIELDS_AT
-
-
-def _field(part: int, index: int, name: str) -> property:
-    if part == 1 and index in (_VALUE_USD, _PNL_USD):
-
-        def derived(self: Position) -> Any:
-            base, prices = tuple.__iter__(self)
-            value = prices[index]
-            return _derive(base, prices)[index] if value is DERIVED else value
-
-        return property(derived, doc=f"The position's {name} (derived from its other fields).")
-
-    def read(self: Position) -> Any:
-        return tuple.__getitem__(self, part)[index]
-
-    return property(read, doc=f"The position's {name}.")
-
-
-for _i, _name in enumerate(POSITION_FIELDS):
-    setattr(
-        Position,
-        _name,
-        _field(
-            int(_i >= PRICE_FIELDS_AT),
-            _i % PRICE_FIELDS_AT if _i < PRICE_FIELDS_AT else _i - PRICE_FIELDS_AT,
-            _name,
-        ),
-    )
-del _i, _name
 
 
 class PositionEventType(enum.StrEnum):

@@ -27,9 +27,8 @@ from time import monotonic as _monotonic
 from typing import Any, NamedTuple, TypeVar
 
 from .models import (
-    DERIVED,
     POSITION_FIELDS,
-    PRICE_FIELDS_AT,
+    PRICE_FIELDS,
     Candle,
     Order,
     Portfolio,
@@ -329,37 +328,34 @@ def terms(fields: dict[str, Any]) -> Terms:
     )
 
 
-def valuation(t: Terms, price: Decimal, price_usd: Decimal | None) -> tuple[Any, ...]:
-    """The nine price fields of a position, in record order, as the server computes them.
+def valuation(t: Terms, price: Decimal, price_usd: Decimal | None) -> tuple[Decimal | None, ...]:
+    """The price and P/L fields of a position, as the server computes them, in
+    :data:`~agentx_sync.models.PRICE_FIELDS` order (the last nine of a Position).
 
     ``holding = remainingAmount or purchaseAmount``;
     ``positionValueSol = currentPrice * holding``;
     ``profitLossSol = (realizedProfitSol or 0) + positionValueSol - purchasePrice * holding``;
     ``profitLossPercent = profitLossSol / (purchasePrice * purchaseAmount) * 100`` (0 for no cost);
-    ``priceChangePercent = (currentPrice - purchasePrice) / purchasePrice * 100`` (0 for no price).
+    ``priceChangePercent = (currentPrice - purchasePrice) / purchasePrice * 100`` (0 for no price);
+    ``positionValueUsd = currentPriceUsd * holding``;
+    ``profitLossUsd = profitLossSol * currentPriceUsd / currentPrice`` (SOL at its USD rate).
     Dividing by ``x / 100`` (an exact shift) is the same as ``/ x * 100`` with one rounding.
-    ``positionValueUsd`` and ``profitLossUsd`` are left ``DERIVED``: the record
-    computes them from its other fields when read. All arithmetic uses the
-    library's own decimal context.
-    Order: current_price, current_price_usd, purchase_price_usd,
-    position_value_usd, position_value_sol, profit_loss_usd, profit_loss_sol,
-    profit_loss_percent, price_change_percent.
+    All arithmetic uses the library's own decimal context, never the calling thread's.
     """
-    value = CONTEXT.multiply(price, t.holding)
-    pnl = CONTEXT.add(value, t.offset)
-    derived = None if price_usd is None else DERIVED
+    holding, offset, cost_centi, purchase_price, price_centi, purchase_price_usd = t
+    mul, div = CONTEXT.multiply, CONTEXT.divide
+    value = mul(price, holding)
+    pnl = CONTEXT.add(value, offset)
     return (
-        price,
-        price_usd,
-        t.purchase_price_usd,
-        derived,
-        value,
-        derived,
-        pnl,
-        _ZERO if t.cost_centi is None else CONTEXT.divide(pnl, t.cost_centi),
-        _ZERO
-        if t.price_centi is None
-        else CONTEXT.divide(CONTEXT.subtract(price, t.purchase_price), t.price_centi),
+        price,  # current_price
+        price_usd,  # current_price_usd
+        purchase_price_usd,  # purchase_price_usd
+        None if price_usd is None else mul(price_usd, holding),  # position_value_usd
+        value,  # position_value_sol
+        None if price_usd is None or not price else div(mul(pnl, price_usd), price),  # profit_loss_usd
+        pnl,  # profit_loss_sol
+        _ZERO if cost_centi is None else div(pnl, cost_centi),  # profit_loss_percent
+        _ZERO if price_centi is None else div(CONTEXT.subtract(price, purchase_price), price_centi),
     )
 
 
@@ -404,7 +400,7 @@ class PositionBook:
             self._index(dict(f))
             if f.get("current_price") is not None and f.get("profit_loss_sol") is not None:
                 # The server computed these values itself: take them as they are.
-                self.records[f["id"]] = _position(f)
+                self.records[f["id"]] = Position(**f)
             else:
                 self.records[f["id"]] = self._build(f["id"])
         self.loaded, self.stale, self.error = True, False, None
@@ -461,18 +457,11 @@ class PositionBook:
             self.early_dropped += 1
 
     def price_batch(self, batch: PriceBatch) -> None:
-        """Apply every price of a batch and revalue the positions of those tokens.
-
-        The loop is :func:`valuation` inlined (a test holds them equal): a batch
-        may revalue thousands of positions, and the call alone would cost a
-        fifth of the time.
-        """
-        new = tuple.__new__
+        """Apply every price of a batch and revalue the positions of those tokens."""
+        new = tuple.__new__  # Position._make without its length check: base + valuation fit
         plans = self._plans
         records = self.records
         prices = self.prices
-        zero = _ZERO
-        mul, add, sub, div = CONTEXT.multiply, CONTEXT.add, CONTEXT.subtract, CONTEXT.divide
         for update in batch.updates:
             price, usd = quote = (update.price, update.price_usd)
             if len(prices) >= MAX_KEYS and update.token_address not in prices:
@@ -481,24 +470,8 @@ class PositionBook:
             # Revalued even when the quote is unchanged: a position may have
             # come (without price fields) since that quote was first seen.
             prices[update.token_address] = quote
-            derived = None if usd is None else DERIVED
-            for pid, (base, (holding, offset, cost_centi, purchase, price_centi, purchase_usd)) in plans.get(
-                update.token_address, {}
-            ).items():
-                value = mul(price, holding)
-                pnl = add(value, offset)
-                values = (
-                    price,
-                    usd,
-                    purchase_usd,
-                    derived,
-                    value,
-                    derived,
-                    pnl,
-                    zero if cost_centi is None else div(pnl, cost_centi),
-                    zero if price_centi is None else div(sub(price, purchase), price_centi),
-                )
-                records[pid] = new(Position, (base, values))
+            for pid, (base, t) in plans.get(update.token_address, {}).items():
+                records[pid] = new(Position, base + valuation(t, price, usd))
 
     def _index(self, f: dict[str, Any]) -> None:
         pid = f["id"]
@@ -516,8 +489,8 @@ class PositionBook:
         base, t = self._plans[token][pid]
         price = self.prices.get(token)
         if price is None:
-            return _position(self.fields[pid])
-        return Position._from_parts(base, valuation(t, *price))
+            return Position(**self.fields[pid])
+        return Position._make(base + valuation(t, *price))
 
     def disconnected(self) -> None:
         self.loaded = False
@@ -547,9 +520,5 @@ def _older(stamp: datetime | None, than: datetime | None) -> bool:
     return stamp is not None and than is not None and than - REPLAY_WINDOW <= stamp < than
 
 
-_BASE = [(name, () if name.endswith("_ids") else None) for name in POSITION_FIELDS[:PRICE_FIELDS_AT]]
-
-
-def _position(fields: dict[str, Any]) -> Position:
-    # ``fields`` holds only converted, known fields (see parse_position).
-    return Position._make(fields.get(name, () if name.endswith("_ids") else None) for name in POSITION_FIELDS)
+#: The fields before the price fields, with their defaults: a position's price-independent part.
+_BASE = [(name, Position._field_defaults.get(name)) for name in POSITION_FIELDS[: -len(PRICE_FIELDS)]]

@@ -22,7 +22,7 @@ from urllib.parse import quote
 import attrs
 
 from ..errors import ProtocolError
-from ..models import PositionChange, PositionEventType, PriceBatch, PriceUpdate
+from ..models import POSITION_TYPES, PositionChange, PositionEventType, PriceBatch, PriceUpdate, camel
 from . import ErrorMessage, Ping, Pong, Subscribed, Verdict, loads
 from ._wire import (
     Endpoint,
@@ -105,44 +105,26 @@ def _key(value: Any, name: str) -> str:
     return as_key(value, name)
 
 
-_FIELDS: Final[dict[str, tuple[str, Callable[[Any, str], Any]]]] = {
-    "id": ("id", _key),
-    "tokenAddress": ("token_address", as_key),
-    "agentId": ("agent_id", as_opt_str),
-    "walletAddress": ("wallet_address", as_opt_str),
-    "tokenSymbol": ("token_symbol", as_opt_str),
-    "purchaseTransactionId": ("purchase_transaction_id", as_opt_str),
-    "purchasePrice": ("purchase_price", as_opt_dec),
-    "purchaseAmount": ("purchase_amount", as_opt_dec),
-    "totalInvestedSol": ("total_invested_sol", as_opt_dec),
-    "dcaCount": ("dca_count", _int),
-    "lastDcaTime": ("last_dca_time", as_opt_ts),
-    "lowestPrice": ("lowest_price", as_opt_dec),
-    "dcaTransactionIds": ("dca_transaction_ids", _ids),
-    "currentStopLossPercentage": ("current_stop_loss_percentage", as_opt_dec),
-    "peakPrice": ("peak_price", as_opt_dec),
-    "lastStopLossUpdate": ("last_stop_loss_update", as_opt_ts),
-    "remainingAmount": ("remaining_amount", as_opt_dec),
-    "takeProfitLevelsHit": ("take_profit_levels_hit", _int),
-    "takeProfitTransactionIds": ("take_profit_transaction_ids", _ids),
-    "lastTakeProfitTime": ("last_take_profit_time", as_opt_ts),
-    "moonBagActivated": ("moon_bag_activated", as_bool),
-    "moonBagAmount": ("moon_bag_amount", as_opt_dec),
-    "realizedProfitSol": ("realized_profit_sol", as_opt_dec),
-    "tpBatchStartLevel": ("tp_batch_start_level", _int),
-    "totalTakeProfitLevels": ("total_take_profit_levels", _int),
-    "createdAt": ("created_at", as_opt_ts),
-    "updatedAt": ("updated_at", as_opt_ts),
+#: How each field type of :class:`~agentx_sync.models.Position` is read off the wire.
+_BY_TYPE: Final[dict[str, Callable[[Any, str], Any]]] = {
+    "str | None": as_opt_str,
+    "Decimal | None": as_opt_dec,
+    "int | None": _int,
+    "datetime | None": as_opt_ts,
+    "bool | None": as_bool,
+    "tuple[str, ...]": _ids,
+}
+#: Fields read otherwise than their type says.
+_SPECIAL: Final[dict[str, Callable[[Any, str], Any]]] = {
+    "id": _key,
+    "token_address": as_key,
     # The server writes 0 when it has no price (no feed, no purchase price): unknown.
-    "currentPrice": ("current_price", _quote),
-    "currentPriceUsd": ("current_price_usd", _quote),
-    "purchasePriceUsd": ("purchase_price_usd", as_opt_dec),
-    "positionValueUsd": ("position_value_usd", as_opt_dec),
-    "positionValueSol": ("position_value_sol", as_opt_dec),
-    "profitLossUsd": ("profit_loss_usd", as_opt_dec),
-    "profitLossSol": ("profit_loss_sol", as_opt_dec),
-    "profitLossPercent": ("profit_loss_percent", as_opt_dec),
-    "priceChangePercent": ("price_change_percent", as_opt_dec),
+    "current_price": _quote,
+    "current_price_usd": _quote,
+}
+#: Wire (camelCase) name -> (field name, converter), made from Position's one field list.
+_FIELDS: Final[dict[str, tuple[str, Callable[[Any, str], Any]]]] = {
+    camel(name): (name, _SPECIAL.get(name) or _BY_TYPE[kind]) for name, kind in POSITION_TYPES.items()
 }
 
 

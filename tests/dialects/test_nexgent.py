@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from agentx_sync.dialects import ErrorMessage, Ping, Pong, Verdict
 from agentx_sync.dialects.nexgent import (
+    _FIELDS,
     AgentConnected,
     InitialData,
     NexgentDialect,
@@ -22,8 +23,16 @@ from agentx_sync.dialects.nexgent import (
     parse_position,
 )
 from agentx_sync.errors import AgentXError, ProtocolError
-from agentx_sync.models import PositionChange, PositionEventType, PriceBatch, PriceUpdate
-from agentx_sync.state import PositionBook
+from agentx_sync.models import (
+    POSITION_FIELDS,
+    PRICE_FIELDS,
+    PositionChange,
+    PositionEventType,
+    PriceBatch,
+    PriceUpdate,
+    camel,
+)
+from agentx_sync.state import PositionBook, terms, valuation
 
 RAW = {
     "id": "p1",
@@ -400,6 +409,33 @@ def test_a_position_is_an_immutable_record_equal_by_value_and_not_ordered() -> N
         first < book.records["p2"]  # noqa: B015
     with pytest.raises(AttributeError):
         first.id = "p3"
+    # A tuple of its fields, honestly: len, iteration and unpacking agree.
+    assert len(first) == len(POSITION_FIELDS) == 36 and list(first) == list(first.to_dict().values())
+    pid, token, *_ = first
+    assert (pid, token) == ("p1", "So1TokenABC") and first[0] == first["id"] == first.id
+    assert first["tokenSymbol"] == first["token_symbol"] == first.get("tokenSymbol") == "BONK"
+    assert "profitLossPercent" in first and "profit_loss_percent" in first and "nope" not in first
+    assert first.keys() == POSITION_FIELDS and first.get("nope", 7) == 7
+    assert first != tuple(first) and tuple(first) != first  # never equal to a plain tuple
+    assert repr(first).startswith("Position(id='p1', token_address='So1TokenABC', agent_id=None")
+    with pytest.raises(KeyError):
+        first["nope"]
+
+
+def test_one_field_list_makes_the_position_and_its_wire_table() -> None:
+    # Every field is read off the wire under its camelCase name, by its type.
+    wire = {camel(name): name for name in POSITION_FIELDS}
+    assert wire["profitLossPercent"] == "profit_loss_percent" and wire["id"] == "id"
+    assert {camel: name for camel, (name, _) in _FIELDS.items()} == wire
+    assert POSITION_FIELDS[-9:] == PRICE_FIELDS and PRICE_FIELDS[0] == "current_price"
+    full = {camel(name): None for name in POSITION_FIELDS} | {"id": "p", "tokenAddress": "T"}
+    assert set(parse_position(full)) == set(POSITION_FIELDS)
+    # valuation() gives the price fields in record order: a price batch appends them.
+    t = terms(parse_position(RAW))
+    values = dict(zip(PRICE_FIELDS, valuation(t, Decimal("0.0002"), Decimal("0.03")), strict=True))
+    assert values["position_value_sol"] == Decimal("0.2000") and values["profit_loss_sol"] == Decimal("0.1")
+    assert values["position_value_usd"] == Decimal("30") and values["profit_loss_usd"] == Decimal("15")
+    assert values["price_change_percent"] == values["profit_loss_percent"] == Decimal(100)
 
 
 def test_after_a_load_failure_events_are_applied_and_early_ones_bounded() -> None:
