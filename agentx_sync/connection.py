@@ -357,6 +357,9 @@ class Connection:
         self._proxy = options.proxy
         self.trust_env = options.trust_env
         self.last_received: float | None = None
+        #: A shared feed's leader: called with each read's events and their texts,
+        #: batch lock held, right after the client applied them (see share.py).
+        self.relay: Callable[[list[Any], list[str]], None] | None = None
         self.messages = 0
         self.session_messages = 0  # on the current (or last) connection
         self.ignored = 0  # messages of a type or channel this library does not know
@@ -789,7 +792,7 @@ class Connection:
         if out.records_only and out.events:
             self._count(out.messages)
             self.last_received = now
-            self._deliver(out.events)
+            self._deliver(out)
         return out
 
     def _settle(self, out: Outcome) -> None:
@@ -806,7 +809,11 @@ class Connection:
                 log.error("decoding a message raised %s", type(cause).__name__, exc_info=cause)
             self.handler.link_bad_message(error)
         if out.events:
-            self._deliver(out.events)
+            if self.relay is None:
+                self._deliver(out)
+            else:
+                with self.batch_lock:  # applied and relayed as one step (see share.py)
+                    self._deliver(out)
         with self._lock:
             for reply in out.replies:
                 self._write(reply)
@@ -846,10 +853,14 @@ class Connection:
                 + "; reconnecting"
             )
 
-    def _deliver(self, events: list[Any]) -> None:
-        """Hand decoded events to the client; a failure there is a bad message, never a crash."""
+    def _deliver(self, out: Outcome) -> None:
+        """Hand decoded events to the client (and the relay of a shared feed, batch lock held);
+        a failure there is a bad message, never a crash."""
+        events = out.events
         try:
             self.handler.link_events(events)
+            if self.relay is not None:
+                self.relay(events, out.texts)
         except Exception as exc:
             log.error("applying %d message(s) raised %s", len(events), type(exc).__name__, exc_info=exc)
             self.handler.link_bad_message(

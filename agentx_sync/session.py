@@ -39,6 +39,8 @@ class Outcome:
     Attributes:
         events: decoded events for the client (records, and control events
             such as subscription answers).
+        texts: the message text of each event, in step with ``events`` (what
+            a shared feed relays to other processes).
         records_only: every message of the read was a well-formed record (the
             common case: the IO thread may apply it without looking further).
         replies: frames to send now, in order (pongs).
@@ -52,10 +54,11 @@ class Outcome:
         ignored: messages of a type or channel the library does not know.
     """
 
-    __slots__ = ("alive", "bad", "close", "events", "ignored", "messages", "records_only", "replies")
+    __slots__ = ("alive", "bad", "close", "events", "ignored", "messages", "records_only", "replies", "texts")
 
     def __init__(self) -> None:
         self.events: list[Any] = []
+        self.texts: list[str] = []
         self.records_only = True
         self.replies: list[bytes] = []
         self.bad: list[ProtocolError] = []
@@ -98,7 +101,7 @@ class Session:
                 ``close_code`` says which close frame to send).
         """
         out = Outcome()
-        decode, records, events = self._decode, self._records, out.events
+        decode, records, events, texts = self._decode, self._records, out.events, out.texts
         for opcode, payload in self.reader.feed(data):
             if opcode != frames.TEXT:
                 self._frame(out, opcode, payload)  # type: ignore[arg-type]
@@ -113,12 +116,13 @@ class Session:
                 continue
             if type(event) in records:
                 events.append(event)
+                texts.append(payload)  # type: ignore[arg-type]
                 out.alive = True
             else:
-                self._control(out, event)
+                self._control(out, event, payload)  # type: ignore[arg-type]
         return out
 
-    def _control(self, out: Outcome, event: Any) -> None:
+    def _control(self, out: Outcome, event: Any, text: str) -> None:
         """A text message that is not a record: a ping, a pong, a control event or nothing known."""
         out.records_only = False
         if type(event) is Pong:
@@ -131,6 +135,7 @@ class Session:
             out.ignored += 1
         else:
             out.events.append(event)
+            out.texts.append(text)
 
     def _frame(self, out: Outcome, opcode: int, payload: bytes) -> None:
         """A control or binary frame."""

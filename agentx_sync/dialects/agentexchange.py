@@ -58,6 +58,7 @@ __all__ = [
     "build_url",
     "check_interval",
     "decode",
+    "encode",
     "normalize_symbol",
 ]
 
@@ -137,6 +138,46 @@ class Interest:
     def wants_ticker(self, symbol: str) -> bool:
         return self.all_tickers or symbol in self.tickers
 
+    def union(self, other: Interest) -> Interest:
+        """What either wants (a shared feed's leader serves every process's interest)."""
+        return Interest(
+            self.tickers | other.tickers,
+            self.all_tickers or other.all_tickers,
+            self.candles | other.candles,
+            self.orders or other.orders,
+            self.portfolio or other.portfolio,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "tickers": sorted(self.tickers),
+            "all": self.all_tickers,
+            "candles": sorted(self.candles),
+            "orders": self.orders,
+            "portfolio": self.portfolio,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> Interest:
+        """The interest another process published; what is not well-formed is left out."""
+        if type(data) is not dict:
+            return cls()
+        tickers = data.get("tickers")
+        candles = data.get("candles")
+        return cls(
+            {normalize_symbol(t) for t in tickers if _symbol_like(t)} if type(tickers) is list else set(),
+            data.get("all") is True,
+            {
+                (normalize_symbol(c[0]), c[1])
+                for c in candles
+                if type(c) is list and len(c) == 2 and _symbol_like(c[0]) and c[1] in INTERVALS
+            }
+            if type(candles) is list
+            else set(),
+            data.get("orders") is True,
+            data.get("portfolio") is True,
+        )
+
     def plan(self, limit: int = MAX_SUBSCRIPTIONS) -> Plan:
         """Fit the interest into ``limit`` subscriptions.
 
@@ -160,6 +201,10 @@ class Interest:
         return Plan(tuple(served), tuple(unserved), via_all)
 
 
+def _symbol_like(value: Any) -> bool:
+    return type(value) is str and 0 < len(value) <= 32 and value.isascii() and value.isalnum()
+
+
 class SubscriptionBook:
     """A client's AgentExchange subscriptions, sans IO: what it wants, what the wire
     carries, which requests await an answer, and what the server confirmed.
@@ -172,6 +217,8 @@ class SubscriptionBook:
 
     def __init__(self) -> None:
         self.interest = Interest()
+        #: Other processes' interest, when this client leads a shared feed.
+        self.others = Interest()
         self._wire: tuple[Subscription, ...] | None = None  # None: not connected
         self._pending: deque[tuple[Subscription, str]] = deque()  # sent, not yet answered
         self._confirmed: set[str] = set()
@@ -207,7 +254,7 @@ class SubscriptionBook:
         Unsubscriptions come first, so the server's count never passes its limit.
         The requests are recorded as awaiting an answer.
         """
-        plan = self.interest.plan()
+        plan = self.interest.union(self.others).plan()
         unserved = None
         if plan.unserved != self._unserved:
             self._unserved = unserved = plan.unserved
@@ -242,6 +289,22 @@ class SubscriptionBook:
             return None
         sub, action = self._pending.popleft()
         return sub.request(action)
+
+
+_CHANNELS: Final[dict[type, str]] = {
+    Ticker: "ticker",
+    Candle: "candles",
+    Order: "orders",
+    Portfolio: "portfolio",
+}
+
+
+def encode(record: Ticker | Candle | Order | Portfolio) -> str:
+    """A record as the server's message that carries it: ``decode(encode(r), now) == r``.
+
+    A shared feed's snapshot is made of these (share.py).
+    """
+    return json.dumps({"channel": _CHANNELS[type(record)], "data": record.to_dict(json=True)})
 
 
 def build_url(base_url: str, api_key: str) -> str:

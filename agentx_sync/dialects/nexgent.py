@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any, Final
 from urllib.parse import quote
@@ -22,7 +22,15 @@ from urllib.parse import quote
 import attrs
 
 from ..errors import ProtocolError
-from ..models import POSITION_TYPES, PositionChange, PositionEventType, PriceBatch, PriceUpdate, camel
+from ..models import (
+    POSITION_TYPES,
+    Position,
+    PositionChange,
+    PositionEventType,
+    PriceBatch,
+    PriceUpdate,
+    camel,
+)
 from . import ErrorMessage, Ping, Pong, Subscribed, Verdict, loads
 from ._wire import (
     Endpoint,
@@ -45,6 +53,8 @@ __all__ = [
     "RefreshPolicy",
     "build_url",
     "decode",
+    "encode_initial",
+    "encode_prices",
     "parse_position",
 ]
 
@@ -126,6 +136,23 @@ _SPECIAL: Final[dict[str, Callable[[Any, str], Any]]] = {
 _FIELDS: Final[dict[str, tuple[str, Callable[[Any, str], Any]]]] = {
     camel(name): (name, _SPECIAL.get(name) or _BY_TYPE[kind]) for name, kind in POSITION_TYPES.items()
 }
+
+
+def encode_initial(positions: Iterable[Position]) -> str:
+    """An ``initial_data`` message holding ``positions`` with their price and P/L fields.
+
+    ``parse_position`` reads each back as the same record (share.py's snapshots).
+    """
+    wire = [{camel(k): v for k, v in p.to_dict(json=True).items()} for p in positions]
+    return json.dumps({"type": "initial_data", "data": {"positions": wire}})
+
+
+def encode_prices(prices: Iterable[tuple[str, Decimal, Decimal | None]]) -> str:
+    """A ``price_update_batch`` of ``(token_address, price, price_usd)``."""
+    updates = [
+        {"tokenAddress": a, "price": str(p), "priceUsd": None if u is None else str(u)} for a, p, u in prices
+    ]
+    return json.dumps({"type": "price_update_batch", "data": {"updates": updates}})
 
 
 def parse_position(raw: Any, *, partial: bool = False) -> dict[str, Any]:
