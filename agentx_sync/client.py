@@ -52,7 +52,7 @@ import warnings
 import weakref
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from .connection import Connection, Dialect
 from .dialects import Decision, Verdict
@@ -78,6 +78,9 @@ from .models import (
 )
 from .options import Options
 from .state import State
+
+if TYPE_CHECKING:
+    from .share import Shared
 
 __all__ = ["AgentExchangeWS", "BaseClient", "NexgentWS", "PreviousClientClosedWarning"]
 
@@ -179,6 +182,8 @@ class BaseClient:
         self._fatal: AgentXError | None = None
         # Called with every new status (by connect(), to wake its event loop).
         self._watchers: tuple[Callable[[ConnectionState], None], ...] = ()
+        #: With share=: the share thread of the current run (share.py).
+        self._shared: Shared | None = None
         _clients.add(self)
 
     # -- lifecycle -------------------------------------------------------------
@@ -208,7 +213,7 @@ class BaseClient:
                     return self
             busy = [
                 t.name
-                for t in (self._conn.thread, self._dispatcher.thread)
+                for t in (self._conn.thread, self._dispatcher.thread, self._share_thread())
                 if t is not None and t.is_alive() and t is not threading.current_thread()
             ]
             if busy or self._dispatcher.thread is threading.current_thread():
@@ -225,7 +230,13 @@ class BaseClient:
                 self._events.reopen()
                 self._set_status(ConnectionState.CONNECTING)
             self._dispatcher.start()
-            self._conn.start()
+            if self.options.share is None:
+                self._conn.start()
+            else:
+                from .share import Shared
+
+                self._shared = Shared(self, self.options.share)
+                self._shared.start()
         return self
 
     def _identity(self) -> tuple[str, str, str]:
@@ -274,9 +285,13 @@ class BaseClient:
             self._state.stop_waiters(self._fatal or ClientClosedError("the client was closed"))
             # Signal both threads now; join them below, outside the lifecycle lock,
             # so that a close() from a callback cannot deadlock with this one.
+            if self._shared is not None:
+                self._shared.stop()  # it steps down (closing the connection) and frees the lease
             self._conn.stop(0)
             self._dispatcher.stop(0)
-            threads = [t for t in (self._conn.thread, self._dispatcher.thread) if t is not None]
+            threads = [
+                t for t in (self._share_thread(), self._conn.thread, self._dispatcher.thread) if t is not None
+            ]
             self._events.close()
             self._closed()
         deadline = time.monotonic() + timeout
@@ -409,13 +424,29 @@ class BaseClient:
     def health(self) -> Health:
         """A snapshot of the connection, its counters and its last error."""
         last = self._conn.last_received
+        shared = self._shared
+        messages = self._conn.messages
+        share: dict[str, Any] = {}
+        if shared is not None:
+            messages += shared.applied
+            if shared.role != "leader" and shared.last_applied is not None:
+                last = shared.last_applied
+            share = {
+                "role": shared.role,
+                "leader": shared.leader,
+                "lag": shared.lag,
+                "lease_changes": shared.lease_changes,
+                "resyncs": shared.resyncs,
+                "missed_events": shared.missed,
+                "share_error": shared.error,
+            }
         with self._lock:
             return Health(
                 state=self._status,
                 url=self._dialect.safe_url,
                 connected_since=self._connected_since,
                 reconnects=max(0, self._opened - 1),
-                messages=self._conn.messages,
+                messages=messages,
                 # Records the cache refused for its size bounds count as bad too.
                 bad_messages=self._bad_messages + self._state.overflow + self._state.book.overflow,
                 ignored_messages=self._conn.ignored,
@@ -426,6 +457,7 @@ class BaseClient:
                 last_message_age=None if last is None else time.monotonic() - last,
                 last_error=self._last_error,
                 subscriptions=self._confirmed(),
+                **share,
             )
 
     def _confirmed(self) -> tuple[str, ...]:
@@ -607,6 +639,95 @@ class BaseClient:
         self._state.stop_waiters(error)
         self._report(error)
         self._emit(("disconnect",), Disconnected(error, None, self._conn.session_messages))
+
+    # -- the share thread's hooks (share.py: Feed) -------------------------------------
+
+    #: The decoded message types a shared feed relays to followers.
+    _relayed: frozenset[type] = frozenset()
+
+    def _share_thread(self) -> threading.Thread | None:
+        return None if self._shared is None else self._shared.thread
+
+    def _feed_identity(self) -> str:
+        """What makes two processes' clients one feed: never written to Redis as such (hashed)."""
+        return "\0".join((type(self).__name__, self._dialect.safe_url, *self._dialect.secrets))
+
+    @property
+    def _batch(self) -> threading.Lock:
+        return self._state.batch
+
+    def _lead_relay(self, relay: Callable[[list[Any], list[str]], None] | None) -> None:
+        self._conn.relay = relay
+
+    def _lead(self) -> None:
+        """This process took the lease: open the connection."""
+        with self._lock:
+            if self._started:
+                self._set_status(ConnectionState.CONNECTING)
+                self._conn.start()
+
+    def _leading(self) -> bool:
+        thread = self._conn.thread
+        return thread is not None and thread.is_alive()
+
+    def _unlead(self) -> None:
+        """This process no longer leads: close the connection (it follows from now on)."""
+        self._conn.stop(5.0)
+        with self._lock:
+            self._connected_since = None
+            self._on_lost()
+            if self._started:
+                self._set_status(ConnectionState.CONNECTING)
+
+    def _share_status(self, following: bool) -> None:
+        """A follower caught up with the feed (or lost Redis)."""
+        with self._lock:
+            if not self._started:
+                return
+            if not following:
+                self._connected_since = None
+                self._set_status(ConnectionState.BACKOFF)
+                return
+            if self._status is ConnectionState.CONNECTED:
+                return
+            self._opened += 1
+            self._connected_since = datetime.now(UTC)
+            where = self._dialect.safe_url
+            self._emit(("connect",), Connected(where, self._connected_since, self._opened > 1))
+            self._set_status(ConnectionState.CONNECTED)
+
+    def _share_failed(self, error: AgentXError) -> None:
+        self._fail(error, ConnectionState.FAILED)
+
+    def _share_report(self, error: AgentXError) -> None:
+        with self._lock:
+            self._last_error = f"{type(error).__name__}: {error}"
+        self._report(error)
+
+    def _decode(self, text: str, now: float) -> Any:
+        return self._dialect.decode(text, now)
+
+    def _bad_relayed(self, error: ProtocolError) -> None:
+        self.link_bad_message(error)
+
+    def _follow_events(self, events: list[Any]) -> None:
+        """A follower applies relayed events as the leader did: one state change, then callbacks."""
+        with self._state.batch:
+            self.link_events(events)
+
+    def _snapshot_texts(self) -> list[str]:
+        """The cache as wire messages (batch lock held by the caller)."""
+        return []
+
+    def _load_snapshot(self, events: list[Any]) -> None:
+        """Replace the cache with a snapshot's records, without callbacks."""
+
+    def _interest(self) -> Any:
+        """What this process wants on the wire, as JSON (None: the platform has no choice)."""
+        return None
+
+    def _others(self, interests: list[Any]) -> None:
+        """The leader: the other processes' interest (as published by ``_interest``)."""
 
 
 # The platform clients live in their own modules; importing them here keeps

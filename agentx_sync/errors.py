@@ -7,9 +7,12 @@
     │   ├── AuthenticationError        handshake refused (401/403, a proxy's 407): never retried
     │   ├── AgentNotFoundError         Nexgent close 1008: the agent is not yours
     │   ├── ConnectionReplacedError    Nexgent close 1000 "New connection established"
-    │   └── TLSError                   the server's certificate was refused: not retried
+    │   ├── TLSError                   the server's certificate was refused: not retried
+    │   └── ShareRefusedError          Redis refused the shared feed's login or certificate
     ├── ConnectionLostError        the connection dropped; the client reconnects
     │   └── StaleConnectionError   nothing heard for ``stale_timeout`` seconds
+    ├── ShareError                 Redis, which shares a feed between processes, failed
+    │   └── ShareRefusedError          (also a StoppedError, above)
     ├── ProtocolError              a frame or message the library cannot accept
     ├── ServerError                the server sent an ``error`` message
     │   ├── InvalidChannelError        code INVALID_CHANNEL
@@ -42,6 +45,8 @@ __all__ = [
     "OrderFailedError",
     "ProtocolError",
     "ServerError",
+    "ShareError",
+    "ShareRefusedError",
     "StaleConnectionError",
     "StoppedError",
     "SubscriptionLimitError",
@@ -92,6 +97,20 @@ class StaleConnectionError(ConnectionLostError):
 
 class TLSError(StoppedError):
     """TLS failed: an untrusted certificate or a wrong host name. Not retried."""
+
+
+class ShareError(AgentXError):
+    """Redis, which shares one connection between processes (``share=``), failed.
+
+    Unreachable at start: the client stops (``wait_connected`` raises it).
+    Later outages are reported through ``on_error`` and ``health()``; the
+    client goes on and resyncs when Redis is back. The message never holds a
+    password.
+    """
+
+
+class ShareRefusedError(ShareError, StoppedError):
+    """Redis refused the login (a wrong password or user) or its TLS certificate: not retried."""
 
 
 class ProtocolError(AgentXError):

@@ -19,8 +19,10 @@ from .connection import Connection
 from .dialects import ErrorMessage, Subscribed, Unsubscribed
 from .dialects.agentexchange import (
     AgentExchangeDialect,
+    Interest,
     SubscriptionBook,
     check_interval,
+    encode,
     normalize_symbol,
 )
 from .dispatch import Callback
@@ -76,6 +78,11 @@ class AgentExchangeWS(BaseClient):
         trust_env: without ``proxy``, use the environment's ``https_proxy``
             (wss://) or ``http_proxy`` (ws://) and ``no_proxy``, as
             websocket-client and requests do. Read at each connection attempt.
+        share: a Redis URL (``redis://[:password@]host:port/db``, ``rediss://``,
+            ``unix://``) or a redis-py client: every process that passes the
+            same one (and the same endpoint and key) shares one connection;
+            see README, "Many processes, one connection". Needs the
+            ``[redis]`` extra.
     """
 
     def __init__(
@@ -94,6 +101,7 @@ class AgentExchangeWS(BaseClient):
         coalesce: float = 0.0,
         proxy: str | None = None,
         trust_env: bool = True,
+        share: Any = None,
     ) -> None:
         if base_url is None:
             base_url = os.environ.get("AGENTEXCHANGE_WS_URL") or "ws://localhost:8000"
@@ -111,6 +119,7 @@ class AgentExchangeWS(BaseClient):
                 coalesce=coalesce,
                 proxy=proxy,
                 trust_env=trust_env,
+                share=share,
             ),
         )
         self.base_url = base_url
@@ -223,6 +232,44 @@ class AgentExchangeWS(BaseClient):
         )
         more = f"<p>... and {len(tickers) - limit} more</p>" if len(tickers) > limit else ""
         return f"<table><tr><th>symbol</th><th>price</th><th>age</th></tr>{rows}</table>{more}"
+
+    # -- a shared feed (share.py) ------------------------------------------------------
+
+    _relayed = frozenset({Ticker, Candle, Order, Portfolio})
+
+    def _snapshot_texts(self) -> list[str]:
+        state = self._state
+        with state.cond:
+            records: list[Any] = [*state.tickers.values(), *state.candles.values(), *state.orders]
+            if state.portfolio is not None:
+                records.append(state.portfolio)
+        return [encode(r) for r in records]
+
+    def _load_snapshot(self, events: list[Any]) -> None:
+        state = self._state
+
+        def clear() -> None:
+            state.tickers.clear()
+            state.candles.clear()
+            state.orders.clear()
+            state.portfolio = None
+
+        with state.batch:
+            state.mutate(clear)
+            state.apply(events)
+
+    def _interest(self) -> Any:
+        with self._lock:
+            return self._subs.interest.to_json()
+
+    def _others(self, interests: list[Any]) -> None:
+        others = Interest()
+        for interest in interests:
+            others = others.union(Interest.from_json(interest))
+        with self._lock:
+            if others != self._subs.others:
+                self._subs.others = others
+                self._resubscribe()
 
     # -- the IO thread's hot path ----------------------------------------------------
 

@@ -366,6 +366,16 @@ class Health(Record):
         last_message_age: seconds since the server last sent anything.
         last_error: the most recent error, as text.
         subscriptions: channels the server has confirmed on this connection.
+        role: with ``share=``, ``"leader"`` (this process holds the connection),
+            ``"follower"`` (it mirrors the leader's feed through Redis) or
+            ``"starting"``; ``None`` without sharing.
+        leader: with ``share=``, ``host:pid`` of the process that leads.
+        lag: a follower's delay behind the leader (seconds, the last entry applied).
+        lease_changes: times this process took the lead.
+        resyncs: times this process loaded the leader's snapshot (the first load included).
+        missed_events: messages a follower could not see (Redis down, or the
+            stream trimmed past it) before it reloaded the snapshot.
+        share_error: the Redis outage going on now, or ``None``.
     """
 
     state: ConnectionState
@@ -382,6 +392,13 @@ class Health(Record):
     last_message_age: float | None
     last_error: str | None
     subscriptions: tuple[str, ...] = ()
+    role: str | None = None
+    leader: str | None = None
+    lag: float | None = None
+    lease_changes: int = 0
+    resyncs: int = 0
+    missed_events: int = 0
+    share_error: str | None = None
 
 
 # -- Nexgent --------------------------------------------------------------------

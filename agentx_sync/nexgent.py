@@ -20,6 +20,8 @@ from .dialects.nexgent import (
     InitialData,
     NexgentDialect,
     RefreshPolicy,
+    encode_initial,
+    encode_prices,
 )
 from .errors import (
     AgentNotFoundError,
@@ -80,6 +82,7 @@ class NexgentWS(BaseClient):
         coalesce: float = 0.0,
         proxy: str | None = None,
         trust_env: bool = True,
+        share: Any = None,
     ) -> None:
         self._nexgent = NexgentDialect(api_url, token, agent_id)
         super().__init__(
@@ -96,6 +99,7 @@ class NexgentWS(BaseClient):
                 coalesce=coalesce,
                 proxy=proxy,
                 trust_env=trust_env,
+                share=share,
             ),
         )
         self.api_url = api_url
@@ -106,6 +110,38 @@ class NexgentWS(BaseClient):
 
     def _identity_extra(self) -> str:
         return self._nexgent.agent_id  # one owner's token serves several agents
+
+    # -- a shared feed (share.py) ------------------------------------------------------
+
+    _relayed = frozenset({PriceBatch, PositionChange, InitialData, ErrorMessage})
+
+    def _feed_identity(self) -> str:
+        # The agent, not the token: tokens are refreshed, and every process may hold another.
+        return "\0".join((type(self).__name__, self._nexgent.safe_url, self._nexgent.agent_id))
+
+    def _snapshot_texts(self) -> list[str]:
+        book = self._book
+        with self._state.cond:
+            prices = [(token, price, usd) for token, (price, usd) in book.prices.items()]
+            positions = list(book.records.values()) if book.loaded or book.records else None
+        texts = [encode_prices(prices)] if prices else []
+        if positions is not None:
+            texts.append(encode_initial(positions))
+        return texts
+
+    def _load_snapshot(self, events: list[Any]) -> None:
+        book = self._book
+
+        def load() -> None:
+            book.clear()
+            for event in events:
+                if type(event) is PriceBatch:
+                    book.price_batch(event)
+                elif type(event) is InitialData:
+                    book.initial(event.positions)
+
+        with self._state.batch:
+            self._state.mutate(load)
 
     @property
     def agent_id(self) -> str:
@@ -285,6 +321,10 @@ class NexgentWS(BaseClient):
             replaced = ConnectionReplacedError(
                 f"another client connected for agent {self.agent_id} and replaced this one"
             )
+            if self._shared is not None:
+                # Sharing: the share thread sees the connection end and lets another process lead.
+                self._report(replaced)
+                return Decision.STOP
             if self.reconnect_on_replace:
                 self._report(replaced)
                 return Decision.BACK_OFF

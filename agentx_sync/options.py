@@ -42,6 +42,8 @@ class Options:
     coalesce: float = 0.0
     proxy: str | None = attrs.field(default=None, repr=False)  # may hold a password: never shown
     trust_env: bool = True
+    #: A Redis URL or a redis-py client: share one connection between processes.
+    share: Any = attrs.field(default=None, repr=False)  # a URL may hold a password: never shown
 
     def __attrs_post_init__(self) -> None:
         if not 0 <= self.coalesce <= min(1.0, self.stale_timeout / 4):
@@ -50,3 +52,5 @@ class Options:
             from .connection import Proxy
 
             Proxy.from_url(self.proxy)  # a bad proxy URL fails here, not at every attempt
+        if isinstance(self.share, str) and not self.share.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("share must be a redis://, rediss:// or unix:// URL, or a redis-py client")

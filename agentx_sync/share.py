@@ -1,0 +1,621 @@
+"""Many processes, one connection: a client's feed shared through Redis (``share=``).
+
+::
+
+    process A (leader)            Redis                      process B, C ... (followers)
+    WebSocket -> cache ---XADD--> feed stream ---XREAD BLOCK--> decode -> cache -> callbacks
+                 |   \\--SET----> snapshot   ----GET (start, gap)-^
+                 |   <--renew-- lease (SET NX PX, fenced)  <--SET NX when it lapses
+                 \\<--HGETALL-- interest (AgentExchange: every process's subscriptions)
+
+Every process runs the same client. One per feed (AgentExchange: endpoint +
+API key; Nexgent: endpoint + agent) holds a Redis lease and the WebSocket: the
+leader. It relays the text of every message it applied, one stream entry per
+socket read, and now and then a snapshot of its cache. Followers load the
+snapshot, then apply the stream in order through the same decoder, cache and
+callbacks as the leader, so getters stay local and callbacks fire everywhere.
+
+Every write of the leader is a Lua script that first checks the lease token,
+so a leader that lost its lease (frozen, cut off) can never publish again; it
+steps down when it notices. Key names are a hash of the feed identity; no
+credential is ever written to Redis.
+
+Entries carry the leader's run id and a sequence number, so a follower knows
+when it missed something (a stream trimmed past it, a Redis restart) and
+reloads the snapshot, counting what it could not see; a snapshot load fires no
+callback, so an update is never delivered twice.
+
+Nothing here imports redis unless ``share=`` is used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections import deque
+from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+from .errors import AgentXError, ProtocolError, ShareError, ShareRefusedError, safe_str
+
+__all__ = ["Feed", "Shared", "safe_redis_url"]
+
+log = logging.getLogger("agentx_sync.share")
+
+#: Seconds a lease lasts unless renewed; the leader renews it every third of that.
+LEASE = 5.0
+#: Stream entries kept (approximately: Redis trims whole nodes).
+MAXLEN = 10_000
+#: Seconds between snapshots while the feed changes.
+SNAPSHOT_EVERY = 1.0
+#: Items (reads) the leader holds for Redis while it is unreachable; older ones are dropped.
+MAX_PENDING = 10_000
+#: How long a follower's XREAD blocks, in milliseconds.
+BLOCK_MS = 250
+#: A process's published interest lives this long unless refreshed.
+INTEREST_TTL = 3 * LEASE
+#: Stream and snapshot keys expire a day after the last write.
+KEEP_MS = 86_400_000
+
+_ACQUIRE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+local token = redis.call('INCR', KEYS[2]) .. ':' .. ARGV[1]
+redis.call('SET', KEYS[1], token, 'PX', ARGV[2])
+return token
+"""
+_RENEW = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+"""
+_PUBLISH = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*',
+                      'r', ARGV[3], 's', ARGV[4], 'n', ARGV[5], 'm', ARGV[6])
+redis.call('PEXPIRE', KEYS[2], ARGV[7])
+return id
+"""
+_SNAPSHOT = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
+local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+local after = '0-0'
+if last[1] then after = last[1][1] end
+redis.call('SET', KEYS[3], after .. '\\n' .. ARGV[2], 'PX', ARGV[3])
+return after
+"""
+
+
+def safe_redis_url(url: str) -> str:
+    """``url`` without its password (and user): for messages and logs."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        netloc = host + (f":{parts.port}" if parts.port else "")
+        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    except ValueError:
+        return "<a redis URL>"
+
+
+class Feed(Protocol):
+    """What a client offers its share thread (``BaseClient`` implements it)."""
+
+    _relayed: frozenset[type]
+
+    def _feed_identity(self) -> str: ...
+    def _lead_relay(self, relay: Any) -> None: ...
+    def _snapshot_texts(self) -> list[str]: ...
+    def _load_snapshot(self, events: list[Any]) -> None: ...
+    def _follow_events(self, events: list[Any]) -> None: ...
+    def _interest(self) -> Any: ...
+    def _others(self, interests: list[Any]) -> None: ...
+    def _lead(self) -> None: ...
+    def _leading(self) -> bool: ...
+    def _unlead(self) -> None: ...
+    def _share_status(self, following: bool) -> None: ...
+    def _share_failed(self, error: AgentXError) -> None: ...
+    def _share_report(self, error: AgentXError) -> None: ...
+    def _decode(self, text: str, now: float) -> Any: ...
+    def _bad_relayed(self, error: ProtocolError) -> None: ...
+    @property
+    def _batch(self) -> threading.Lock: ...
+
+
+class Shared:
+    """One client's share thread (``agentx-sync-share``): it leads or follows.
+
+    Args:
+        feed: the client.
+        target: a ``redis://``/``rediss://``/``unix://`` URL, or a redis-py client.
+        lease: seconds a leader's lease lasts unless renewed.
+    """
+
+    def __init__(self, feed: Feed, target: Any, *, lease: float = LEASE) -> None:
+        self.feed = feed
+        self._target = target
+        self.where = safe_redis_url(target) if isinstance(target, str) else _describe_client(target)
+        self.lease = lease
+        digest = hashlib.sha256(feed._feed_identity().encode()).hexdigest()[:24]
+        p = f"agentx_sync:{digest}:"
+        self.k_lease, self.k_epoch, self.k_stream = p + "lease", p + "epoch", p + "feed"
+        self.k_snap, self.k_interest = p + "snapshot", p + "interest"
+        self.member = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        # A redis-py client (typed Any: its stubs type every reply as a union of all replies).
+        self.redis: Any = None
+        self._acquire_script: Any = None
+        self._renew_script: Any = None
+        self._release_script: Any = None
+        self._publish_script: Any = None
+        self._snapshot_script: Any = None
+        self._stopping = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        # Leading.
+        self.token: str | None = None
+        self._runs = 0
+        self.run = ""  # the leader's run id, in every entry it writes
+        self.seq = 0  # texts relayed in this run
+        self._pending: deque[list[str]] = deque()  # appended by the IO thread, batch lock held
+        self._dropped = 0  # texts dropped while Redis was unreachable (seq moves past them)
+        self._changed = False
+        self._next_snapshot = 0.0
+        self._next_renew = 0.0
+        self._next_interest = 0.0
+        # Following.
+        self._synced = False
+        self._follow_run: str | None = None
+        self._next_seq = 0
+        self._last_id = "0-0"
+        self._published_interest: str | None = None
+        self._quiet_until = 0.0  # after a Redis outage: let the leader take its lease back first
+        self._want_after = 0  # a gap was seen at this sequence number: a snapshot at least as new is due
+        self.applied = 0  # relayed messages this process applied as a follower
+        self.last_applied: float | None = None
+        # What health() shows (read without a lock: each is one attribute).
+        self.role = "starting"
+        self.leader: str | None = None
+        self.lag: float | None = None
+        self.lease_changes = 0
+        self.resyncs = 0
+        self.missed = 0
+        self.relayed = 0
+        self.error: str | None = None
+        self._outage = False
+
+    # -- lifecycle (the client's threads) ------------------------------------------
+
+    def start(self) -> None:
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._run, name="agentx-sync-share", daemon=True)
+        self._thread.start()
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        return self._thread
+
+    def stop(self) -> None:
+        """Signal the share thread to end; it steps down and releases the lease."""
+        self._stopping.set()
+        self._wake.set()
+
+    def relay(self, events: list[Any], texts: list[str]) -> None:
+        """The IO thread's hook (batch lock held): queue the texts of what was just applied."""
+        relayed = self.feed._relayed
+        out = [t for e, t in zip(events, texts, strict=True) if type(e) in relayed]
+        if not out:
+            return
+        pending = self._pending
+        pending.append(out)
+        if len(pending) > MAX_PENDING:
+            self._dropped += len(pending.popleft())
+        self._wake.set()
+
+    # -- the thread -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._open()
+        except AgentXError as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+            self.feed._share_failed(exc)
+            return
+        try:
+            self._loop()
+        except BaseException as exc:  # never die silently
+            log.critical("the share thread crashed", exc_info=exc)
+            self.feed._share_failed(ShareError(f"internal error in the share thread: {type(exc).__name__}"))
+        finally:
+            self._step_down(release=True)
+            self._forget_interest()
+            if self.redis is not None and isinstance(self._target, str):
+                self.redis.close()
+
+    def _open(self) -> None:
+        """Connect to Redis and check it answers; a refusal or no answer ends the client."""
+        import redis
+
+        try:
+            if isinstance(self._target, str):
+                client = redis.Redis.from_url(
+                    self._target,
+                    socket_connect_timeout=5.0,
+                    socket_timeout=5.0 + BLOCK_MS / 1000,
+                    health_check_interval=30,
+                )
+            else:
+                client = self._target
+            client.ping()
+        except redis.AuthenticationError as exc:
+            raise ShareRefusedError(f"Redis at {self.where} refused the login: {_reason(exc)}") from None
+        except redis.ResponseError as exc:  # NOAUTH, WRONGPASS, NOPERM ...
+            raise ShareRefusedError(f"Redis at {self.where} refused: {_reason(exc)}") from None
+        except (redis.ConnectionError, redis.TimeoutError, OSError, ValueError) as exc:
+            if _is_certificate(exc):
+                raise ShareRefusedError(
+                    f"Redis at {self.where}: the TLS certificate was refused ({_reason(exc)})"
+                ) from None
+            raise ShareError(f"cannot reach Redis at {self.where}: {_reason(exc)}") from None
+        self.redis = client
+        self._acquire_script = client.register_script(_ACQUIRE)
+        self._renew_script = client.register_script(_RENEW)
+        self._release_script = client.register_script(_RELEASE)
+        self._publish_script = client.register_script(_PUBLISH)
+        self._snapshot_script = client.register_script(_SNAPSHOT)
+        log.info("sharing the feed through Redis at %s as %s", self.where, self.member)
+
+    def _loop(self) -> None:
+        import redis
+
+        while not self._stopping.is_set():
+            try:
+                if self.token is not None:
+                    self._lead_tick()
+                else:
+                    self._follow_tick()
+                if self._outage:
+                    self._outage = False
+                    self.error = None
+                    log.info("Redis at %s is reachable again", self.where)
+            except (redis.AuthenticationError, redis.ResponseError) as exc:
+                if "NOSCRIPT" in str(exc):
+                    continue  # a restarted Redis forgot the scripts: redis-py loads them again
+                self._down(exc)
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                self._down(exc)
+
+    def _down(self, exc: Exception) -> None:
+        """Redis failed: report it once per outage, then retry in a moment."""
+        error = ShareError(f"Redis at {self.where} is unreachable: {_reason(exc)}")
+        self.error = f"ShareError: {error}"
+        if not self._outage:
+            self._outage = True
+            log.warning("%s; %s", error, "keeping the connection" if self.token else "retrying")
+            self.feed._share_report(error)
+            if self.token is None:
+                self.feed._share_status(following=False)
+        self._synced = False  # the stream may be gone (a restart): reload the snapshot
+        self._quiet_until = time.monotonic() + self.lease
+        self._stopping.wait(0.2)
+
+    # -- leading ------------------------------------------------------------------------
+
+    def _try_lead(self) -> bool:
+        if time.monotonic() < self._quiet_until:
+            return False
+        token = self._acquire_script(
+            keys=[self.k_lease, self.k_epoch], args=[self.member, int(self.lease * 1000)]
+        )
+        if not token:
+            return False
+        self.token = token.decode() if isinstance(token, bytes) else str(token)
+        self._runs += 1
+        self.run = f"{self.member}#{self._runs}"
+        self.seq = 0
+        self.lease_changes += 1
+        self.role, self.leader, self.lag = "leader", _who(self.token), 0.0
+        log.info("leading the shared feed (lease %s)", self.token.split(":", 1)[0])
+        with self.feed._batch:  # from here on every applied read is relayed
+            self._pending.clear()
+            self._dropped = 0
+            texts = self.feed._snapshot_texts()
+            self.feed._lead_relay(self.relay)
+        self._write_snapshot(texts)
+        now = time.monotonic()
+        self._next_renew = now + self.lease / 3
+        self._next_snapshot = now + SNAPSHOT_EVERY
+        self._next_interest = 0.0
+        self.feed._lead()
+        return True
+
+    def _lead_tick(self) -> None:
+        now = time.monotonic()
+        self._wake.wait(max(0.0, min(self._next_renew, self._next_snapshot, self._next_interest) - now))
+        self._wake.clear()
+        if self._stopping.is_set():
+            return
+        if self._outage and not self._renew():
+            return
+        if not self.feed._leading():
+            # The connection ended for good (a Nexgent takeover, a refusal): let another process try.
+            log.warning("the shared feed's connection ended: giving up the lease")
+            self._step_down(release=True)
+            self._quiet_until = time.monotonic() + self.lease
+            return
+        self._publish()
+        now = time.monotonic()
+        if now >= self._next_renew:
+            if not self._renew():
+                return
+            self._next_renew = now + self.lease / 3
+        if now >= self._next_interest:
+            self._gather_interest()
+            self._next_interest = now + 0.5
+        if now >= self._next_snapshot:
+            self._next_snapshot = now + SNAPSHOT_EVERY
+            if self._changed:
+                self._snapshot()
+
+    def _renew(self) -> bool:
+        """Keep the lease; after a Redis restart take it back. False: this process no longer leads."""
+        ms = int(self.lease * 1000)
+        if self._renew_script(keys=[self.k_lease], args=[self.token, ms]) == 1:
+            return True
+        if self._outage:
+            # Redis came back without the lease (a restart): take it back at once if it is free.
+            token = self._acquire_script(keys=[self.k_lease, self.k_epoch], args=[self.member, ms])
+            if token:
+                self.token = token.decode() if isinstance(token, bytes) else str(token)
+                self.lease_changes += 1
+                log.info("took the lease back after a Redis outage")
+                self._snapshot()
+                return True
+        log.warning("lost the lease of the shared feed: stepping down")
+        self._step_down(release=False)
+        return False
+
+    def _publish(self) -> None:
+        """Write what the IO thread queued, one fenced XADD per read, pipelined."""
+        if not self._pending:
+            return
+        batch: list[list[str]] = []
+        while self._pending and len(batch) < 1000:
+            batch.append(self._pending.popleft())
+        if self._dropped:
+            self.seq += self._dropped  # followers see the gap and resync
+            self._dropped = 0
+        pipe = self.redis.pipeline(transaction=False)
+        for texts in batch:
+            joined = "\x00".join(texts)  # no well-formed JSON text holds a NUL
+            self._publish_script(
+                keys=[self.k_lease, self.k_stream],
+                args=[self.token, MAXLEN, self.run, self.seq, len(texts), joined, KEEP_MS],
+                client=pipe,
+            )
+            self.seq += len(texts)
+        try:
+            results = pipe.execute()
+        except Exception:
+            # Not written: put them back in order, for the next try.
+            self.seq -= sum(len(t) for t in batch)
+            self._pending.extendleft(reversed(batch))
+            raise
+        self.relayed += sum(len(t) for t in batch)
+        self._changed = True
+        if any(r is None for r in results):
+            log.warning("the lease was lost while publishing: stepping down")
+            self._step_down(release=False)
+        elif self._pending:
+            self._wake.set()
+
+    def _snapshot(self) -> None:
+        """Publish what is queued, then the cache as it stands after it."""
+        with self.feed._batch:
+            texts = self.feed._snapshot_texts()
+            queued = list(self._pending)
+            self._pending.clear()
+        self._pending.extendleft(reversed(queued))
+        while self._pending and self.token is not None:
+            self._publish()
+        if self.token is not None:
+            self._write_snapshot(texts)
+
+    def _write_snapshot(self, texts: list[str]) -> None:
+        body = json.dumps({"run": self.run, "seq": self.seq, "texts": texts})
+        after = self._snapshot_script(
+            keys=[self.k_lease, self.k_stream, self.k_snap], args=[self.token, body, KEEP_MS]
+        )
+        self._changed = False
+        if after is None:
+            self._step_down(release=False)
+
+    def _step_down(self, *, release: bool) -> None:
+        """Stop leading: close the WebSocket first, then (if asked) free the lease."""
+        if self.token is None:
+            return
+        token, self.token = self.token, None
+        with self.feed._batch:
+            self.feed._lead_relay(None)
+            self._pending.clear()
+        self.feed._unlead()
+        self.role, self.leader = "follower", None
+        self._synced = False
+        if release and self.redis is not None:
+            try:
+                self._release_script(keys=[self.k_lease], args=[token])
+            except Exception as exc:
+                log.debug("could not release the lease: %s", _reason(exc))
+
+    # -- following ----------------------------------------------------------------------
+
+    def _follow_tick(self) -> None:
+        holder = self.redis.get(self.k_lease)
+        if holder is None and self._try_lead():
+            return
+        if holder is not None:
+            self.leader = _who(holder.decode())
+        self._publish_interest()
+        if not self._synced and not self._resync():
+            self._stopping.wait(0.05)
+            return
+        found = self.redis.xread({self.k_stream: self._last_id}, count=500, block=BLOCK_MS)
+        for _, entries in found or ():
+            for entry_id, fields in entries:
+                if not self._apply(entry_id, fields):
+                    return
+
+    def _apply(self, entry_id: bytes, fields: dict[bytes, bytes]) -> bool:
+        """One stream entry; False when it shows a gap (the snapshot is due)."""
+        run = fields.get(b"r", b"").decode()
+        try:
+            seq, count = int(fields.get(b"s", b"-1")), int(fields.get(b"n", b"0"))
+        except ValueError:
+            seq, count = -1, 0
+        if run != self._follow_run or seq != self._next_seq:
+            if seq + count <= self._next_seq and run == self._follow_run:
+                self._last_id = entry_id.decode()  # already applied (a snapshot held it)
+                return True
+            if run == self._follow_run and seq > self._next_seq:
+                self._want_after = seq
+            self._synced = False
+            return False
+        text = fields.get(b"m", b"").decode("utf-8", "replace")
+        now = time.monotonic()
+        events = self._decode(text.split("\x00") if text else [], now)
+        if events:
+            self.feed._follow_events(events)
+        self.applied += count
+        self.last_applied = now
+        self._next_seq = seq + count
+        self._last_id = entry_id.decode()
+        stamp = int(self._last_id.split("-", 1)[0]) / 1000
+        self.lag = max(0.0, time.time() - stamp)
+        return True
+
+    def _decode(self, texts: list[str], now: float) -> list[Any]:
+        events = []
+        for text in texts:
+            try:
+                event = self.feed._decode(text, now)
+            except ProtocolError as exc:
+                self.feed._bad_relayed(exc)
+                continue
+            if type(event) in self.feed._relayed:
+                events.append(event)
+        return events
+
+    def _resync(self) -> bool:
+        """Load the leader's snapshot; False when there is none (yet) to load."""
+        raw = self.redis.get(self.k_snap)
+        if raw is None:
+            return False
+        head, _, body = raw.partition(b"\n")
+        try:
+            snap = json.loads(body)
+            run, seq, texts = str(snap["run"]), int(snap["seq"]), list(snap["texts"])
+        except (ValueError, KeyError, TypeError):
+            self.feed._bad_relayed(ProtocolError("a shared feed snapshot that is not well-formed"))
+            return False
+        if run == self._follow_run and seq < max(self._next_seq, self._want_after):
+            return False  # older than what this process saw: wait for a newer one
+        if run == self._follow_run:
+            self.missed += seq - self._next_seq
+        elif self._follow_run is not None:
+            log.info("the shared feed has a new leader: reloading its snapshot")
+        self.feed._load_snapshot(self._decode([str(t) for t in texts], time.monotonic()))
+        self._follow_run, self._next_seq, self._last_id = run, seq, head.decode()
+        self._want_after = 0
+        self.resyncs += 1
+        self._synced = True
+        self.role = "follower"
+        self.feed._share_status(following=True)
+        return True
+
+    # -- interest (what each process subscribes to) -----------------------------------
+
+    def _publish_interest(self) -> None:
+        interest = self.feed._interest()
+        if interest is None:
+            return
+        text = json.dumps(interest, sort_keys=True)
+        now = time.monotonic()
+        if text == self._published_interest and now < self._next_interest:
+            return
+        seconds, micros = self.redis.time()
+        until = int(seconds) * 1000 + int(micros) // 1000 + int(INTEREST_TTL * 1000)
+        self.redis.hset(self.k_interest, self.member, json.dumps({"until": until, "interest": interest}))
+        self.redis.pexpire(self.k_interest, KEEP_MS)
+        self._published_interest = text
+        self._next_interest = now + self.lease / 3
+
+    def _gather_interest(self) -> None:
+        """The leader: every live process's interest, to subscribe to the union."""
+        if self.feed._interest() is None:
+            return
+        seconds, micros = self.redis.time()
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        wanted, expired = [], []
+        for member, raw in self.redis.hgetall(self.k_interest).items():
+            if member.decode() == self.member:
+                continue
+            try:
+                entry = json.loads(raw)
+                if int(entry["until"]) < now_ms:
+                    expired.append(member)
+                    continue
+                wanted.append(entry["interest"])
+            except (ValueError, KeyError, TypeError):
+                expired.append(member)
+        if expired:
+            self.redis.hdel(self.k_interest, *expired)
+        self.feed._others(wanted)
+
+    def _forget_interest(self) -> None:
+        if self.redis is None:
+            return
+        try:
+            self.redis.hdel(self.k_interest, self.member)
+        except Exception as exc:
+            log.debug("could not remove this process's interest: %s", _reason(exc))
+
+
+def _who(token: str) -> str:
+    """``host:pid`` of a lease token ``epoch:host:pid:nonce``."""
+    parts = token.split(":")
+    return ":".join(parts[1:3]) if len(parts) >= 4 else "?"
+
+
+def _describe_client(client: Any) -> str:
+    try:
+        kwargs = client.connection_pool.connection_kwargs
+        if "path" in kwargs:
+            return f"unix://{kwargs['path']}"
+        return f"redis://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
+    except AttributeError:
+        return "<a redis client>"
+
+
+def _reason(exc: BaseException) -> str:
+    """A Redis error's text without anything secret (redis-py never puts the password in it)."""
+    return safe_str(exc, 200) or type(exc).__name__
+
+
+def _is_certificate(exc: BaseException) -> bool:
+    import ssl
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
