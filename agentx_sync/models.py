@@ -486,6 +486,10 @@ class Position(_PositionFields, _TupleRecord):
     }
     __repr__ = _TupleRecord.__repr__
 
+    def __getitem__(self, key: Any) -> Any:
+        """``p["tokenSymbol"]`` or ``p["token_symbol"]``, or ``p[4]`` as for any tuple."""
+        return _TupleRecord.__getitem__(self, key)
+
     @property
     def holding(self) -> Decimal | None:
         """What is still held: ``remaining_amount`` after a take-profit, else ``purchase_amount``."""

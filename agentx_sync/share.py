@@ -174,6 +174,7 @@ class Shared:
         self._next_interest = 0.0
         # Following.
         self._synced = False
+        self._caught_up = False
         self._follow_run: str | None = None
         self._next_seq = 0
         self._last_id = "0-0"
@@ -293,6 +294,14 @@ class Shared:
                 self._down(exc)
             except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
                 self._down(exc)
+            except Exception as exc:  # a bug here must not end sharing: step down, report, go on
+                log.error("the share thread failed: %s", type(exc).__name__, exc_info=exc)
+                self._step_down(release=True)
+                self._synced = False
+                self.feed._share_report(
+                    ShareError(f"internal error in the share thread: {type(exc).__name__}")
+                )
+                self._stopping.wait(1.0)
 
     def _down(self, exc: Exception) -> None:
         """Redis failed: report it once per outage, then retry in a moment."""
@@ -353,6 +362,8 @@ class Shared:
             self._quiet_until = time.monotonic() + self.lease
             return
         self._publish()
+        if self.token is None:
+            return  # the lease was lost while publishing
         now = time.monotonic()
         if now >= self._next_renew:
             if not self._renew():
@@ -468,11 +479,19 @@ class Shared:
         if not self._synced and not self._resync():
             self._stopping.wait(0.05)
             return
-        found = self.redis.xread({self.k_stream: self._last_id}, count=500, block=BLOCK_MS)
+        # Until caught up (after a snapshot load), read without waiting.
+        block = BLOCK_MS if self._caught_up else None
+        found = self.redis.xread({self.k_stream: self._last_id}, count=500, block=block)
+        read = 0
         for _, entries in found or ():
             for entry_id, fields in entries:
                 if not self._apply(entry_id, fields):
                     return
+                read += 1
+        if not self._caught_up and read < 500:
+            self._caught_up = True
+            self.role = "follower"
+            self.feed._share_status(following=True)
 
     def _apply(self, entry_id: bytes, fields: dict[bytes, bytes]) -> bool:
         """One stream entry; False when it shows a gap (the snapshot is due)."""
@@ -537,8 +556,7 @@ class Shared:
         self._want_after = 0
         self.resyncs += 1
         self._synced = True
-        self.role = "follower"
-        self.feed._share_status(following=True)
+        self._caught_up = False  # connected once the stream after the snapshot is applied too
         return True
 
     # -- interest (what each process subscribes to) -----------------------------------

@@ -408,7 +408,7 @@ def test_a_position_is_an_immutable_record_equal_by_value_and_not_ordered() -> N
     with pytest.raises(TypeError):
         first < book.records["p2"]  # noqa: B015
     with pytest.raises(AttributeError):
-        first.id = "p3"
+        first.id = "p3"  # type: ignore[misc]
     # A tuple of its fields, honestly: len, iteration and unpacking agree.
     assert len(first) == len(POSITION_FIELDS) == 36 and list(first) == list(first.to_dict().values())
     pid, token, *_ = first
