@@ -239,8 +239,9 @@ class Shared:
         finally:
             self._step_down(release=True)
             self._forget_interest()
-            if self.redis is not None and isinstance(self._target, str):
+            if self.redis is not None:
                 self.redis.close()
+                self.redis.connection_pool.disconnect()
 
     def _open(self) -> None:
         """Connect to Redis and check it answers; a refusal or no answer ends the client."""
@@ -255,7 +256,13 @@ class Shared:
                     health_check_interval=30,
                 )
             else:
-                client = self._target
+                # Our own pool with the caller's settings (host, password, TLS...), answering in
+                # bytes whatever ``decode_responses`` says; closed with the client.
+                pool = self._target.connection_pool
+                kwargs = {**pool.connection_kwargs, "decode_responses": False}
+                client = redis.Redis(
+                    connection_pool=type(pool)(connection_class=pool.connection_class, **kwargs)
+                )
             client.ping()
         except redis.AuthenticationError as exc:
             raise ShareRefusedError(f"Redis at {self.where} refused the login: {_reason(exc)}") from None
@@ -407,7 +414,9 @@ class Shared:
             self._dropped = 0
         pipe = self.redis.pipeline(transaction=False)
         for texts in batch:
-            joined = "\x00".join(texts)  # no well-formed JSON text holds a NUL
+            joined = "\x00".join(texts)  # no well-formed JSON text holds a NUL ...
+            if joined.count("\x00") != len(texts) - 1 or joined.startswith("\x01"):
+                joined = "\x01" + json.dumps(texts)  # ... and one that does goes as a JSON list
             self._publish_script(
                 keys=[self.k_lease, self.k_stream],
                 args=[self.token, MAXLEN, self.run, self.seq, len(texts), joined, KEEP_MS],
@@ -510,7 +519,7 @@ class Shared:
             return False
         text = fields.get(b"m", b"").decode("utf-8", "replace")
         now = time.monotonic()
-        events = self._decode(text.split("\x00") if text else [], now)
+        events = self._decode(_split(text), now)
         if events:
             self.feed._follow_events(events)
         self.applied += count
@@ -605,6 +614,19 @@ class Shared:
             self.redis.hdel(self.k_interest, self.member)
         except Exception as exc:
             log.debug("could not remove this process's interest: %s", _reason(exc))
+
+
+def _split(text: str) -> list[str]:
+    """The texts of a stream entry: NUL-separated, or a JSON list after a 0x01 mark."""
+    if not text:
+        return []
+    if text[0] == "\x01":
+        try:
+            texts = json.loads(text[1:])
+        except ValueError:
+            return []
+        return [t for t in texts if type(t) is str] if type(texts) is list else []
+    return text.split("\x00")
 
 
 def _who(token: str) -> str:

@@ -6,6 +6,7 @@ a follower still from inside; every wait is on a condition, with a bound.
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import time
@@ -275,11 +276,17 @@ def test_a_wrong_redis_password_is_refused_for_good(client: Any, caplog: pytest.
         # The right one works, given as a redis-py client.
         import redis
 
-        good = redis.Redis(host="127.0.0.1", port=server.port, password="right-pass")
+        # ... as the user configured it, decode_responses included (the library reads bytes).
+        good = redis.Redis(host="127.0.0.1", port=server.port, password="right-pass", decode_responses=True)
         ok: AgentExchangeWS = client(share=good)
+        ok.subscribe_ticker("BTCUSDT")
         ok.wait_connected(10)
-        assert ok.health().role == "leader"
+        follower: AgentExchangeWS = client(share=good)
+        follower.wait_connected(10)
+        assert ok.health().role == "leader" and follower.health().role == "follower"
+        follower.wait_for_price("BTCUSDT", 10)
         ok.close()
+        follower.close()
         good.close()
     finally:
         server.stop()
@@ -329,3 +336,13 @@ def test_without_share_nothing_imports_redis() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_an_entry_holds_its_texts_whatever_they_contain() -> None:
+    from agentx_sync.share import _split
+
+    assert _split("") == []
+    assert _split('{"a":1}\x00{"b":2}') == ['{"a":1}', '{"b":2}']
+    # A text with a NUL (no well-formed JSON has one) travels as a JSON list instead.
+    assert _split("\x01" + json.dumps(["x\x00y", "z"])) == ["x\x00y", "z"]
+    assert _split("\x01not json") == [] and _split('\x01[1, "a"]') == ["a"]
