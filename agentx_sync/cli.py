@@ -2,8 +2,9 @@
 
     agentx-sync demo                                  the simulator, watched live
     agentx-sync sim [--port --symbols --rate --dialect]
-    agentx-sync watch BTCUSDT ETHUSDT [--url --api-key]
+    agentx-sync watch BTCUSDT ETHUSDT [--url --api-key] [--share redis://...]
     agentx-sync watch --nexgent --url https://... --token JWT --agent-id ID
+    agentx-sync demo --share redis://127.0.0.1:6379/0  (then the printed watch command elsewhere)
 
 ``watch`` shows a live table (with ``rich`` when the ``[cli]`` extra is
 installed and the output is a terminal; plain text otherwise). Errors are one
@@ -198,8 +199,17 @@ def _run_demo(args: argparse.Namespace) -> int:
     cls = _sim_class("agentexchange")
     with cls(port=0, symbols=args.symbols, rate=args.rate, auto_trade=args.auto_trade, seed=args.seed) as sim:
         print(f"Started the built-in AgentExchange simulator on {sim.url}", flush=True)
-        ws = AgentExchangeWS(api_key=sorted(sim.api_keys)[0], base_url=sim.url, stale_timeout=10)
+        key = sorted(sim.api_keys)[0]
         symbols = sim.symbols[:8]
+        share = _share_option(args)
+        if share is not None:
+            print(
+                "Sharing its feed through Redis. In another terminal, a second process joins it:\n"
+                f"  agentx-sync watch {' '.join(symbols)} --url {sim.url} --api-key {key} --share {share}",
+                flush=True,
+            )
+            time.sleep(3)  # time to read it before the screen takes over
+        ws = AgentExchangeWS(api_key=key, base_url=sim.url, stale_timeout=10, share=share)
         ws.subscribe_ticker(*symbols)
         ws.on_order_update()(lambda order: None)  # orders and portfolio are pushed anyway;
         ws.on_portfolio()(lambda portfolio: None)  # subscribing says we want them
@@ -219,7 +229,7 @@ def _run_watch(args: argparse.Namespace) -> int:
         url = args.url or os.environ.get("NEXGENT_API_URL")
         if not (token and agent and url):
             raise CliError("watch --nexgent needs --url, --token and --agent-id (or NEXGENT_* variables)", 2)
-        ws = NexgentWS(api_url=url, token=token, agent_id=agent, stale_timeout=70)
+        ws = NexgentWS(api_url=url, token=token, agent_id=agent, stale_timeout=70, share=_share_option(args))
         symbols: list[str] = []
     else:
         key = args.api_key or os.environ.get("AGENTEXCHANGE_API_KEY")
@@ -229,7 +239,7 @@ def _run_watch(args: argparse.Namespace) -> int:
             raise CliError("watch needs at least one symbol, e.g. agentx-sync watch BTCUSDT ETHUSDT", 2)
         url = args.url or os.environ.get("AGENTEXCHANGE_WS_URL", "ws://localhost:8000")
         try:
-            ws = AgentExchangeWS(api_key=key, base_url=url)
+            ws = AgentExchangeWS(api_key=key, base_url=url, share=_share_option(args))
         except ValueError as exc:
             raise CliError(str(exc), 2) from None
         symbols = [s.upper() for s in args.symbols]
@@ -248,6 +258,19 @@ def _run_watch(args: argparse.Namespace) -> int:
         )
     finally:
         ws.close()
+
+
+def _share_option(args: argparse.Namespace) -> str | None:
+    share: str | None = args.share or os.environ.get("AGENTX_SYNC_SHARE") or None
+    if share is None:
+        return None
+    try:
+        import redis  # noqa: F401
+    except ImportError:
+        raise CliError("--share needs redis-py: pip install 'agentx_sync[redis]'", 2) from None
+    if not share.startswith(("redis://", "rediss://", "unix://")):
+        raise CliError("--share takes a redis://, rediss:// or unix:// URL", 2)
+    return share
 
 
 def _connect(ws: BaseClient, timeout: float) -> None:
@@ -309,6 +332,11 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--duration", type=float, default=None, help="stop after N seconds")
         cmd.add_argument("--plain", action="store_true", help="print plain text, no live redraw")
         cmd.add_argument("--svg", metavar="PATH", help="at the end, save the last screen as an SVG image")
+        cmd.add_argument(
+            "--share",
+            metavar="REDIS_URL",
+            help="share one connection with other processes through Redis (or AGENTX_SYNC_SHARE)",
+        )
         if name == "demo":
             cmd.add_argument(
                 "--symbols", type=_symbols, default=_symbols("BTCUSDT,ETHUSDT,SOLUSDT,BNBUSDT,XRPUSDT")

@@ -116,6 +116,18 @@ class Frame:
     orders: tuple[Order, ...] = ()  # one per order, its latest update, newest first
     positions: tuple[Position, ...] = ()
     stale: bool = False
+    sharing: str | None = None  # share=: this process's role in the shared feed
+
+
+def _sharing(role: str | None, leader: str | None, lag: float | None) -> str | None:
+    if role is None:
+        return None
+    if role == "leader":
+        return "leader of the shared feed (holds the connection)"
+    if role == "follower":
+        shown = "" if lag is None else f", {lag * 1000:,.1f} ms behind"
+        return f"follower of {leader or '?'} through Redis{shown}"
+    return "joining the shared feed"
 
 
 class Board:
@@ -161,6 +173,7 @@ class Board:
             "last_message_age": h.last_message_age,
             "error": _clip(h.last_error, 300) if h.last_error and holds else None,
             "at": datetime.now(UTC),
+            "sharing": _sharing(h.role, h.leader, h.lag),
         }
         if isinstance(self.ws, NexgentWS):
             return Frame(**common, positions=tuple(self.ws.get_positions()), stale=self.ws.positions_stale)
@@ -213,9 +226,10 @@ def _latest(updates: Sequence[Order]) -> tuple[Order, ...]:
 def _status_line(f: Frame) -> str:
     age = "-" if f.last_message_age is None else f"{f.last_message_age:.1f}s ago"
     rate = "" if f.rate is None else f" ({f.rate:,.1f}/s)"
+    sharing = "" if f.sharing is None else f"  {f.sharing}"
     return (
         f"[{f.at:%H:%M:%S}] {f.client}  {_clip(f.url, 120)}  state: {f.state.value}  "
-        f"reconnects: {f.reconnects}  messages: {f.messages:,}{rate}  last message: {age}"
+        f"reconnects: {f.reconnects}  messages: {f.messages:,}{rate}  last message: {age}{sharing}"
     )
 
 
@@ -371,6 +385,8 @@ def _header(f: Frame) -> RenderableType:
         Text(f"reconnects {f.reconnects}  messages {f.messages:,}{rate}  last message {age}", style="dim"),
         Text("Ctrl-C to stop", style="dim"),
     )
+    if f.sharing:
+        grid.add_row(Text(f"⇄ {f.sharing}", style="magenta", overflow="ellipsis", no_wrap=True), "")
     if f.error:
         grid.add_row(Text(f"⚠ {f.error}", style="bold red", overflow="ellipsis", no_wrap=True), "")
     return Panel(grid, title="agentx-sync", title_align="left", border_style="blue", padding=(0, 1))

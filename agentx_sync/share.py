@@ -58,6 +58,8 @@ SNAPSHOT_EVERY = 1.0
 MAX_PENDING = 10_000
 #: How long a follower's XREAD blocks, in milliseconds.
 BLOCK_MS = 250
+#: Seconds between a follower's looks at the lease (and refreshes of its interest).
+LOOK_EVERY = 0.25
 #: A process's published interest lives this long unless refreshed.
 INTEREST_TTL = 3 * LEASE
 #: Stream and snapshot keys expire a day after the last write.
@@ -179,6 +181,7 @@ class Shared:
         self._next_seq = 0
         self._last_id = "0-0"
         self._published_interest: str | None = None
+        self._next_look = 0.0
         self._quiet_until = 0.0  # after a Redis outage: let the leader take its lease back first
         self._want_after = 0  # a gap was seen at this sequence number: a snapshot at least as new is due
         self.applied = 0  # relayed messages this process applied as a follower
@@ -479,12 +482,15 @@ class Shared:
     # -- following ----------------------------------------------------------------------
 
     def _follow_tick(self) -> None:
-        holder = self.redis.get(self.k_lease)
-        if holder is None and self._try_lead():
-            return
-        if holder is not None:
-            self.leader = _who(holder.decode())
-        self._publish_interest()
+        now = time.monotonic()
+        if now >= self._next_look:  # is there a leader? (not at every read: a round trip)
+            self._next_look = now + LOOK_EVERY
+            holder = self.redis.get(self.k_lease)
+            if holder is None and self._try_lead():
+                return
+            if holder is not None:
+                self.leader = _who(holder.decode())
+            self._publish_interest()
         if not self._synced and not self._resync():
             self._stopping.wait(0.05)
             return

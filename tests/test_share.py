@@ -346,3 +346,25 @@ def test_an_entry_holds_its_texts_whatever_they_contain() -> None:
     # A text with a NUL (no well-formed JSON has one) travels as a JSON list instead.
     assert _split("\x01" + json.dumps(["x\x00y", "z"])) == ["x\x00y", "z"]
     assert _split("\x01not json") == [] and _split('\x01[1, "a"]') == ["a"]
+
+
+def test_the_cli_watches_a_shared_feed_as_a_follower(
+    redis_server: RedisServer, sim: Simulator, client: Any
+) -> None:
+    import subprocess
+    import sys
+
+    leader: AgentExchangeWS = client(share=redis_server.url)
+    leader.subscribe_ticker("BTCUSDT")
+    leader.start()
+    leader.wait_connected(10)
+    leader.wait_for_price("BTCUSDT", 10)
+    command = [sys.executable, "-m", "agentx_sync.cli", "watch", "BTCUSDT", "--url", sim.url]
+    command += ["--api-key", "ak_test", "--plain", "--duration", "2", "--interval", "0.5"]
+    run: dict[str, Any] = {"capture_output": True, "text": True, "timeout": 60}
+    out = subprocess.run([*command, "--share", redis_server.url], check=False, **run)
+    assert out.returncode == 0, out.stderr
+    assert "follower of" in out.stdout and "BTCUSDT" in out.stdout and "state: connected" in out.stdout
+    assert sim.connections_total == 1  # the watcher never opened a WebSocket of its own
+    bad = subprocess.run([*command, "--share", "http://x"], check=False, **run)
+    assert bad.returncode == 2 and "redis://" in bad.stderr
