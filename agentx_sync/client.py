@@ -715,8 +715,12 @@ class BaseClient:
         with self._state.batch:
             self.link_events(events)
 
-    def _snapshot_texts(self) -> list[str]:
-        """The cache as wire messages (batch lock held by the caller)."""
+    def _snapshot_state(self) -> Any:
+        """The cache's records, copied (batch lock held by the caller: keep it short)."""
+        return None
+
+    def _snapshot_texts(self, state: Any) -> list[str]:
+        """``_snapshot_state()``'s records as wire messages (no lock held)."""
         return []
 
     def _load_snapshot(self, events: list[Any]) -> None:

@@ -237,13 +237,16 @@ class AgentExchangeWS(BaseClient):
 
     _relayed = frozenset({Ticker, Candle, Order, Portfolio})
 
-    def _snapshot_texts(self) -> list[str]:
+    def _snapshot_state(self) -> Any:
         state = self._state
         with state.cond:
             records: list[Any] = [*state.tickers.values(), *state.candles.values(), *state.orders]
             if state.portfolio is not None:
                 records.append(state.portfolio)
-        return [encode(r) for r in records]
+        return records
+
+    def _snapshot_texts(self, state: Any) -> list[str]:
+        return [encode(r) for r in state]
 
     def _load_snapshot(self, events: list[Any]) -> None:
         state = self._state

@@ -119,11 +119,15 @@ class NexgentWS(BaseClient):
         # The agent, not the token: tokens are refreshed, and every process may hold another.
         return "\0".join((type(self).__name__, self._nexgent.safe_url, self._nexgent.agent_id))
 
-    def _snapshot_texts(self) -> list[str]:
+    def _snapshot_state(self) -> Any:
         book = self._book
         with self._state.cond:
             prices = [(token, price, usd) for token, (price, usd) in book.prices.items()]
             positions = list(book.records.values()) if book.loaded or book.records else None
+        return prices, positions
+
+    def _snapshot_texts(self, state: Any) -> list[str]:
+        prices, positions = state
         texts = [encode_prices(prices)] if prices else []
         if positions is not None:
             texts.append(encode_initial(positions))
