@@ -1,6 +1,6 @@
 """The shared feed (``share=``): what Redis adds, measured side by side in one run.
 
-    pip install -e '.[sim,fast,redis]' && python benchmarks/share.py     # about 3 minutes; needs redis-server
+    pip install -e '.[sim,fast,redis]' && python benchmarks/share.py    # about 10 minutes; needs redis-server
 
 Every figure comes from this one run on this machine, against a redis-server
 started here (loopback, persistence off) and the loopback feed of
@@ -140,9 +140,12 @@ def member_cpu(url: str, share: str, n: int) -> dict[str, Any]:
 # -- the orchestrator -------------------------------------------------------------------
 
 
-def spawn(*args: str) -> subprocess.Popen[str]:
+def spawn(*args: str, gap: float | None = None) -> subprocess.Popen[str]:
+    env = dict(os.environ)
+    if gap is not None:
+        env["AGENTX_SYNC_PUBLISH_GAP"] = str(gap)
     return subprocess.Popen(
-        [sys.executable, __file__, "--member", *args], stdout=subprocess.PIPE, text=True, env=dict(os.environ)
+        [sys.executable, __file__, "--member", *args], stdout=subprocess.PIPE, text=True, env=env
     )
 
 
@@ -158,13 +161,13 @@ def result(proc: subprocess.Popen[str]) -> dict[str, Any]:
     return dict(json.loads(out.strip().splitlines()[-1]))
 
 
-def latency_run(rate: int, n: int) -> tuple[list[float], list[float], int]:
+def latency_run(rate: int, n: int, gap: float | None = None) -> tuple[list[float], list[float], int]:
     """Leader and follower latencies (seconds) for one paced, stamped feed."""
-    total = n + rate * 10
+    total = n + rate * 4
     with Redis() as redis, Feed(total, rate=rate, stamped=True, tick=0.001) as feed:
-        leader = spawn("latency", feed.url, redis.url, str(total), "leader")
+        leader = spawn("latency", feed.url, redis.url, str(total), "leader", gap=gap)
         ready(leader)
-        follower = spawn("latency", feed.url, redis.url, str(n), "follower")
+        follower = spawn("latency", feed.url, redis.url, str(n), "follower", gap=gap)
         ready(follower)
         a, b = result(leader), result(follower)
         return a["latency"], b["latency"], int(b["missed"])
@@ -209,9 +212,9 @@ def relay_run(n: int, followers: int = 2) -> dict[str, float]:
     return {"rate": n / (done - start), "lost": lost}
 
 
-def cpu_run(n: int, shared: bool) -> dict[str, float]:
+def cpu_run(n: int, shared: bool, gap: float | None = None) -> dict[str, float]:
     with Redis() as redis, Feed(n, rate=10_000) as feed:
-        leader = spawn("cpu", feed.url, redis.url if shared else "", str(n))
+        leader = spawn("cpu", feed.url, redis.url if shared else "", str(n), gap=gap)
         return result(leader)
 
 
@@ -220,23 +223,32 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1e6
 
 
+def added(runs: list[tuple[list[float], list[float], int]], q: float) -> tuple[float, float, float]:
+    """Leader's, follower's and added percentile ``q`` (µs), medians over the runs."""
+    lead = statistics.median(pct(a, q) for a, _, _ in runs)
+    follow = statistics.median(pct(b, q) for _, b, _ in runs)
+    return lead, follow, follow - lead
+
+
+def core(runs: list[dict[str, float]]) -> float:
+    return statistics.median(r["cpu"] / r["wall"] for r in runs) * 100
+
+
 def main() -> int:
     started = time.monotonic()
     version = sys.version.split()[0]
     print(f"# agentx_sync shared feed: {os.cpu_count()} cores, Python {version}, medians of {REPEAT}\n")
-    print("## Added latency, leader's cache to a follower's (µs)\n")
+    print("## Added latency, leader's cache to a follower's (µs), default settings\n")
     print("| rate | leader p50 | follower p50 | added p50 | leader p99 | follower p99 | added p99 | missed |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for rate, n in ((1_000, 10_000), (10_000, 60_000)):
+    for rate, n in ((1_000, 5_000), (10_000, 30_000)):
         runs = [latency_run(rate, n) for _ in range(REPEAT)]
-        lp50 = statistics.median(pct(a, 0.5) for a, _, _ in runs)
-        fp50 = statistics.median(pct(b, 0.5) for _, b, _ in runs)
-        lp99 = statistics.median(pct(a, 0.99) for a, _, _ in runs)
-        fp99 = statistics.median(pct(b, 0.99) for _, b, _ in runs)
+        lp50, fp50, a50 = added(runs, 0.50)
+        lp99, fp99, a99 = added(runs, 0.99)
         missed = max(m for _, _, m in runs)
         print(
-            f"| {rate:,} msgs/s | {lp50:,.0f} | {fp50:,.0f} | {fp50 - lp50:,.0f} | {lp99:,.0f}"
-            f" | {fp99:,.0f} | {fp99 - lp99:,.0f} | {missed} |"
+            f"| {rate:,} msgs/s | {lp50:,.0f} | {fp50:,.0f} | {a50:,.0f} | {lp99:,.0f}"
+            f" | {fp99:,.0f} | {a99:,.0f} | {missed} |"
         )
 
     print("\n## Relay to two followers, reads of 200 messages, as fast as it goes\n")
@@ -245,16 +257,19 @@ def main() -> int:
     print("|---:|---:|")
     print(f"| {statistics.median(r['rate'] for r in relays):,.0f} | {max(r['lost'] for r in relays):.0f} |")
 
-    print("\n## The leader's CPU at 10,000 msgs/s (1 ms writes), with and without share=\n")
+    print("\n## The leader's CPU at 10,000 msgs/s (1 ms writes), without share= and with it\n")
     alone = [cpu_run(60_000, False) for _ in range(REPEAT)]
-    shared = [cpu_run(60_000, True) for _ in range(REPEAT)]
-
-    def core(runs: list[dict[str, float]]) -> float:
-        return statistics.median(r["cpu"] / r["wall"] for r in runs) * 100
-
-    print("| without share= | with share= | ratio |")
-    print("|---:|---:|---:|")
-    print(f"| {core(alone):.1f} % of a core | {core(shared):.1f} % | {core(shared) / core(alone):.2f} |")
+    print(f"Without share=: {core(alone):.1f} % of a core.\n")
+    print("| AGENTX_SYNC_PUBLISH_GAP | with share= | CPU ratio | added p50 at 10k msgs/s | added p99 |")
+    print("|---:|---:|---:|---:|---:|")
+    for gap in (0.0, 0.001, 0.002, 0.005):
+        shared = [cpu_run(60_000, True, gap) for _ in range(REPEAT)]
+        runs = [latency_run(10_000, 30_000, gap) for _ in range(REPEAT)]
+        default = " (default)" if gap == 0.002 else ""
+        print(
+            f"| {gap * 1000:g} ms{default} | {core(shared):.1f} % | {core(shared) / core(alone):.2f}"
+            f" | {added(runs, 0.5)[2]:,.0f} µs | {added(runs, 0.99)[2]:,.0f} µs |"
+        )
     print(f"\n(all of the above in {time.monotonic() - started:.0f} s)")
     return 0
 
