@@ -656,8 +656,10 @@ class BaseClient:
     def _batch(self) -> threading.Lock:
         return self._state.batch
 
-    def _lead_relay(self, relay: Callable[[list[Any], list[str]], None] | None) -> None:
-        self._conn.relay = relay
+    def _lead_relay(self, shared: Shared | None) -> None:
+        """Relay what the IO thread applies through ``shared`` (None: stop relaying)."""
+        conn = self._conn
+        conn.relay, conn.relay_flush = (None, None) if shared is None else (shared.relay, shared.flush)
 
     def _lead(self) -> None:
         """This process took the lease: open the connection."""

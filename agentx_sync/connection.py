@@ -360,6 +360,10 @@ class Connection:
         #: A shared feed's leader: called with each read's events and their texts,
         #: batch lock held, right after the client applied them (see share.py).
         self.relay: Callable[[list[Any], list[str]], None] | None = None
+        #: ... and then, outside the batch lock, called with the time to write what
+        #: was relayed; it returns when to call again (None: nothing waits).
+        self.relay_flush: Callable[[float], float | None] | None = None
+        self._relay_due: float | None = None
         self.messages = 0
         self.session_messages = 0  # on the current (or last) connection
         self.ignored = 0  # messages of a type or channel this library does not know
@@ -752,17 +756,18 @@ class Connection:
         clock, batch = self.clock, self.batch_lock
         while True:
             data = reads.wait()
-            if data is None:
-                continue
-            with batch:
-                began = clock()
-                out = self._take(session, data)
-                while out.records_only and reads.full and clock() - began < _HOLD:
-                    more = reads.now()
-                    if more is None:
-                        break
-                    out = self._take(session, more)
-            self._settle(out)
+            if data is not None:
+                with batch:
+                    began = clock()
+                    out = self._take(session, data)
+                    while out.records_only and reads.full and clock() - began < _HOLD:
+                        more = reads.now()
+                        if more is None:
+                            break
+                        out = self._take(session, more)
+                self._settle(out)
+            if self.relay_flush is not None:  # a shared feed's leader: write what was relayed
+                self._relay_due = self.relay_flush(clock())
 
     def _opened(self, sock: socket.socket) -> None:
         now = self.clock()
@@ -841,7 +846,10 @@ class Connection:
             return True  # decrypted data already waits in the TLS layer
         waiting_out = bool(self._out)
         poller.modify(sock, select.POLLIN | select.POLLOUT if waiting_out else select.POLLIN)
-        ready = poller.poll(min(remaining, _TICK) * 1000)
+        wait = min(remaining, _TICK)
+        if self._relay_due is not None:  # wake in time to write what a shared feed relays
+            wait = max(0.0, min(wait, self._relay_due - self.clock()))
+        ready = poller.poll(wait * 1000)
         return any(mask & ~select.POLLOUT for _, mask in ready)
 
     def _check_outbox(self, stall: float) -> None:

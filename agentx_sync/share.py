@@ -57,9 +57,9 @@ MAXLEN = 10_000
 SNAPSHOT_EVERY = 5.0
 #: Items (reads) the leader holds for Redis while it is unreachable; older ones are dropped.
 MAX_PENDING = 10_000
-#: Seconds a leader lets reads gather after a write before the next one. A write
-#: costs 100-150 µs of CPU in redis-py here (benchmarks/share.py): one per 1 ms
-#: read at 10,000 msgs/s cost the leader 2.4x its unshared CPU.
+#: Seconds a leader lets reads gather after a write before the next one: a write costs
+#: 100-150 µs of CPU in redis-py on the benchmark machine, and one per 1 ms read at
+#: 10,000 msgs/s costs more than the unshared client's whole work (benchmarks/share.py).
 PUBLISH_GAP = float(os.environ.get("AGENTX_SYNC_PUBLISH_GAP", "0.002"))
 #: Messages at most in one stream entry (a follower applies an entry as one state change).
 MAX_ENTRY = 5_000
@@ -123,7 +123,7 @@ class Feed(Protocol):
     _relayed: frozenset[type]
 
     def _feed_identity(self) -> str: ...
-    def _lead_relay(self, relay: Any) -> None: ...
+    def _lead_relay(self, shared: Shared | None) -> None: ...
     def _snapshot_state(self) -> Any: ...
     def _snapshot_texts(self, state: Any) -> list[str]: ...
     def _load_snapshot(self, events: list[Any]) -> None: ...
@@ -163,6 +163,7 @@ class Shared:
         self.member = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         # A redis-py client (typed Any: its stubs type every reply as a union of all replies).
         self.redis: Any = None
+        self._fast: Any = None
         self._acquire_script: Any = None
         self._renew_script: Any = None
         self._release_script: Any = None
@@ -180,6 +181,9 @@ class Shared:
         self._dropped = 0  # texts dropped while Redis was unreachable (seq moves past them)
         self._changed = False
         self._published_at = 0.0
+        self._publish_lock = threading.Lock()  # one writer at a time: the IO thread or the share thread
+        self._degraded = False  # the IO thread's last write failed: the share thread writes
+        self._lease_lost = False  # a write was fenced off: step down
         self._next_snapshot = 0.0
         self._next_renew = 0.0
         self._next_interest = 0.0
@@ -195,6 +199,9 @@ class Shared:
         self._want_after = 0  # a gap was seen at this sequence number: a snapshot at least as new is due
         self.applied = 0  # relayed messages this process applied as a follower
         self.last_applied: float | None = None
+        self._init_status()
+
+    def _init_status(self) -> None:
         # What health() shows (read without a lock: each is one attribute).
         self.role = "starting"
         self.leader: str | None = None
@@ -232,7 +239,6 @@ class Shared:
         pending.append(out)
         if len(pending) > MAX_PENDING:
             self._dropped += len(pending.popleft())
-        self._wake.set()
 
     # -- the thread -------------------------------------------------------------------
 
@@ -251,9 +257,10 @@ class Shared:
         finally:
             self._step_down(release=True)
             self._forget_interest()
-            if self.redis is not None:
-                self.redis.close()
-                self.redis.connection_pool.disconnect()
+            for client in (self.redis, self._fast):
+                if client is not None:
+                    client.close()
+                    client.connection_pool.disconnect()
 
     def _open(self) -> None:
         """Connect to Redis and check it answers; a refusal or no answer ends the client."""
@@ -287,6 +294,11 @@ class Shared:
                 ) from None
             raise ShareError(f"cannot reach Redis at {self.where}: {_reason(exc)}") from None
         self.redis = client
+        # The IO thread's own connections, with short timeouts: a Redis that stops
+        # answering must not hold up the WebSocket (its pongs) for long.
+        pool = client.connection_pool
+        quick = {**pool.connection_kwargs, "socket_timeout": 0.5, "socket_connect_timeout": 0.5}
+        self._fast = redis.Redis(connection_pool=type(pool)(connection_class=pool.connection_class, **quick))
         self._acquire_script = client.register_script(_ACQUIRE)
         self._renew_script = client.register_script(_RENEW)
         self._release_script = client.register_script(_RELEASE)
@@ -347,6 +359,7 @@ class Shared:
         if not token:
             return False
         self.token = token.decode() if isinstance(token, bytes) else str(token)
+        self._lease_lost = self._degraded = False
         self._runs += 1
         self.run = f"{self.member}#{self._runs}"
         self.seq = 0
@@ -357,8 +370,9 @@ class Shared:
             self._pending.clear()
             self._dropped = 0
             state = self.feed._snapshot_state()
-            self.feed._lead_relay(self.relay)
-        self._write_snapshot(self.feed._snapshot_texts(state))
+            self.feed._lead_relay(self)
+        with self._publish_lock:
+            self._write_snapshot(self.feed._snapshot_texts(state))
         now = time.monotonic()
         self._next_renew = now + self.lease / 3
         self._next_snapshot = now + SNAPSHOT_EVERY
@@ -367,14 +381,15 @@ class Shared:
         return True
 
     def _lead_tick(self) -> None:
+        """The share thread's turn as leader: chores, and writes only when the IO thread cannot."""
         now = time.monotonic()
         self._wake.wait(max(0.0, min(self._next_renew, self._next_snapshot, self._next_interest) - now))
-        # Let reads gather for at least PUBLISH_GAP since the last write (see PUBLISH_GAP).
-        rest = self._published_at + PUBLISH_GAP - time.monotonic()
-        if rest > 0:
-            self._stopping.wait(rest)
         self._wake.clear()
         if self._stopping.is_set():
+            return
+        if self._lease_lost:
+            log.warning("the lease was lost while publishing: stepping down")
+            self._step_down(release=False)
             return
         if self._outage and not self._renew():
             return
@@ -384,9 +399,12 @@ class Shared:
             self._step_down(release=True)
             self._quiet_until = time.monotonic() + self.lease
             return
-        self._publish()
-        if self.token is not None:  # else the lease was lost while publishing
-            self._chores(time.monotonic())
+        if self._degraded:  # the IO thread's last write failed: write from here until one works
+            with self._publish_lock:
+                while self._pending and self.token is not None and not self._lease_lost:
+                    self._publish(self.redis, self._take())
+            self._degraded = False
+        self._chores(time.monotonic())
 
     def _chores(self, now: float) -> None:
         """The leader's periodic work: the lease, the other processes' interest, snapshots."""
@@ -422,19 +440,50 @@ class Shared:
         self._step_down(release=False)
         return False
 
-    def _publish(self) -> None:
-        """Write what the IO thread queued as one fenced stream entry (one round trip).
+    def flush(self, now: float) -> float | None:
+        """The IO thread's hook, after each read and when its wait times out: write what is
+        queued once ``PUBLISH_GAP`` has passed since the last write.
 
-        Every read queued since the last write goes into the one entry: at
-        10,000 msgs/s in 1 ms reads, one XADD per read cost the leader 2.7x its
-        unshared CPU, one per wakeup (benchmarks/share.py) far less.
+        Returns when to call again (``None``: nothing waits). Writing from the IO
+        thread, which is awake anyway, saves a wakeup and a hand-over of the
+        interpreter lock per write (a share thread doing the writes cost the leader
+        about twice its unshared CPU, benchmarks/share.py). Its Redis connection has
+        a short timeout; on any failure the share thread takes the writes over.
         """
+        if not self._pending or self.token is None or self._degraded or self._lease_lost:
+            return None
+        due = self._published_at + PUBLISH_GAP
+        if now < due:
+            return due
+        if not self._publish_lock.acquire(blocking=False):
+            return now + PUBLISH_GAP  # the share thread is writing (a snapshot): soon again
+        try:
+            self._publish(self._fast, self._take())
+        except Exception as exc:
+            log.debug("a write from the IO thread failed (%s): the share thread takes over", _reason(exc))
+            self._degraded = True
+            self._wake.set()
+            return None
+        finally:
+            self._publish_lock.release()
+        return self._published_at + PUBLISH_GAP if self._pending else None
+
+    def _take(self) -> list[str]:
+        """The texts of queued reads, oldest first, for one entry."""
         pending = self._pending
-        if not pending:
-            return
         texts: list[str] = []
         while pending and len(texts) < MAX_ENTRY:
             texts += pending.popleft()
+        return texts
+
+    def _publish(self, client: Any, texts: list[str]) -> None:
+        """Write ``texts`` as one fenced stream entry (one round trip; ``_publish_lock`` held).
+
+        One entry per write, not per read: at 10,000 msgs/s in 1 ms reads, one
+        XADD per read cost the leader 2.7x its unshared CPU (benchmarks/share.py).
+        """
+        if not texts:
+            return
         if self._dropped:
             self.seq += self._dropped  # followers see the gap and resync
             self._dropped = 0
@@ -442,43 +491,44 @@ class Shared:
         if joined.count("\x00") != len(texts) - 1 or joined.startswith("\x01"):
             joined = "\x01" + json.dumps(texts)  # ... and one that does goes as a JSON list
         try:
-            written = self._write(len(texts), joined)
+            written = self._write(client, len(texts), joined)
         except Exception:
-            pending.appendleft(texts)  # not written: first in line for the next try
+            self._pending.appendleft(texts)  # not written: first in line for the next try
             raise
-        if written is None:
-            log.warning("the lease was lost while publishing: stepping down")
-            self._step_down(release=False)
+        if written is None:  # fenced off: another process leads now
+            self._lease_lost = True
+            self._wake.set()
             return
         self._published_at = time.monotonic()
         self.seq += len(texts)
         self.relayed += len(texts)
         self._changed = True
-        if pending:
-            self._wake.set()
 
-    def _write(self, count: int, joined: str) -> Any:
+    def _write(self, client: Any, count: int, joined: str) -> Any:
         """The fenced XADD. EVALSHA called directly: redis-py's Script wrapper adds a fifth
         to a write's CPU, which the leader pays hundreds of times a second."""
         import redis
 
         args = (self.k_lease, self.k_stream, self.token, MAXLEN, self.run, self.seq, count, joined, KEEP_MS)
         try:
-            return self.redis.execute_command("EVALSHA", self._publish_script.sha, 2, *args)
+            return client.execute_command("EVALSHA", self._publish_script.sha, 2, *args)
         except redis.exceptions.NoScriptError:  # a restarted Redis: load it again
-            return self._publish_script(keys=list(args[:2]), args=list(args[2:]))
+            return self._publish_script(keys=list(args[:2]), args=list(args[2:]), client=client)
 
     def _snapshot(self) -> None:
-        """Publish what is queued, then the cache as it stands after it."""
-        with self.feed._batch:  # the records only (immutable): encoded outside the lock
-            state = self.feed._snapshot_state()
-            queued = list(self._pending)
-            self._pending.clear()
-        self._pending.extendleft(reversed(queued))
-        while self._pending and self.token is not None:
-            self._publish()
-        if self.token is not None:
-            self._write_snapshot(self.feed._snapshot_texts(state))
+        """Write what is queued, then the cache as it stands after exactly that."""
+        with self._publish_lock:
+            with self.feed._batch:  # the records only (immutable): encoded outside the lock
+                state = self.feed._snapshot_state()
+                taken = []
+                while self._pending:
+                    taken.append(self._take())
+            for texts in taken:
+                if self.token is None or self._lease_lost:
+                    return
+                self._publish(self.redis, texts)
+            if self.token is not None and not self._lease_lost:
+                self._write_snapshot(self.feed._snapshot_texts(state))
 
     def _write_snapshot(self, texts: list[str]) -> None:
         body = json.dumps({"run": self.run, "seq": self.seq, "texts": texts})

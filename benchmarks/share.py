@@ -82,17 +82,19 @@ def member_latency(url: str, share: str, n: int, role: str) -> dict[str, Any]:
     from agentx_sync import AgentExchangeWS
 
     seen: list[float] = []
+    after = [float("inf")]  # only messages sent after the warm-up count (not a follower's catch-up)
 
     class Timed(AgentExchangeWS):
         def link_events(self, events: list[Any]) -> None:
             super().link_events(events)
             now = time.monotonic()
-            seen.extend(now - float(e.quantity) for e in events)
+            seen.extend(now - sent for e in events if (sent := float(e.quantity)) > after[0])
 
     ws = Timed(api_key="bench", base_url=url, share=share)
     ws.subscribe_ticker("all")
     ws.start().wait_connected(60)
     assert ws.health().role == role, ws.health()
+    after[0] = time.monotonic() + 1.0
     print("ready", flush=True)
     step = threading.Event()
     deadline = time.monotonic() + 120
@@ -163,7 +165,7 @@ def result(proc: subprocess.Popen[str]) -> dict[str, Any]:
 
 def latency_run(rate: int, n: int, gap: float | None = None) -> tuple[list[float], list[float], int]:
     """Leader and follower latencies (seconds) for one paced, stamped feed."""
-    total = n + rate * 4
+    total = n + rate * 6
     with Redis() as redis, Feed(total, rate=rate, stamped=True, tick=0.001) as feed:
         leader = spawn("latency", feed.url, redis.url, str(total), "leader", gap=gap)
         ready(leader)
