@@ -98,11 +98,16 @@ def member_latency(url: str, share: str, n: int, role: str) -> dict[str, Any]:
     print("ready", flush=True)
     step = threading.Event()
     deadline = time.monotonic() + 120
+    count, quiet_since = 0, time.monotonic()
     while len(seen) < n and time.monotonic() < deadline:
-        step.wait(0.01)
+        step.wait(0.05)
+        if len(seen) != count:
+            count, quiet_since = len(seen), time.monotonic()
+        elif count and time.monotonic() - quiet_since > 2.0:
+            break  # the feed has ended
     health = ws.health()
     ws.close()
-    return {"latency": seen[-n:] if len(seen) >= n else seen, "missed": health.missed_events}
+    return {"latency": seen[:n], "missed": health.missed_events}
 
 
 def member_follow(url: str, share: str, n: int) -> dict[str, Any]:
