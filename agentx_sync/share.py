@@ -61,6 +61,8 @@ MAX_PENDING = 10_000
 #: 100-150 µs of CPU in redis-py on the benchmark machine, and one per 1 ms read at
 #: 10,000 msgs/s costs more than the unshared client's whole work (benchmarks/share.py).
 PUBLISH_GAP = float(os.environ.get("AGENTX_SYNC_PUBLISH_GAP", "0.002"))
+#: Seconds the IO thread's Redis connection waits (to connect, or for an answer).
+IO_TIMEOUT = 0.5
 #: Messages at most in one stream entry (a follower applies an entry as one state change).
 MAX_ENTRY = 5_000
 #: How long a follower's XREAD blocks, in milliseconds.
@@ -164,6 +166,8 @@ class Shared:
         # A redis-py client (typed Any: its stubs type every reply as a union of all replies).
         self.redis: Any = None
         self._fast: Any = None
+        self._io: Any = None  # the IO thread's own connection, for its writes
+        self._inflight: tuple[list[str], int] | None = None  # a write sent, its answer not yet read
         self._acquire_script: Any = None
         self._renew_script: Any = None
         self._release_script: Any = None
@@ -257,6 +261,8 @@ class Shared:
         finally:
             self._step_down(release=True)
             self._forget_interest()
+            if self._io is not None:
+                self._io.disconnect()
             for client in (self.redis, self._fast):
                 if client is not None:
                     client.close()
@@ -297,8 +303,9 @@ class Shared:
         # The IO thread's own connections, with short timeouts: a Redis that stops
         # answering must not hold up the WebSocket (its pongs) for long.
         pool = client.connection_pool
-        quick = {**pool.connection_kwargs, "socket_timeout": 0.5, "socket_connect_timeout": 0.5}
+        quick = {**pool.connection_kwargs, "socket_timeout": IO_TIMEOUT, "socket_connect_timeout": IO_TIMEOUT}
         self._fast = redis.Redis(connection_pool=type(pool)(connection_class=pool.connection_class, **quick))
+        self._io = self._fast.connection_pool.make_connection()
         self._acquire_script = client.register_script(_ACQUIRE)
         self._renew_script = client.register_script(_RENEW)
         self._release_script = client.register_script(_RELEASE)
@@ -360,6 +367,7 @@ class Shared:
             return False
         self.token = token.decode() if isinstance(token, bytes) else str(token)
         self._lease_lost = self._degraded = False
+        self._inflight = None
         self._runs += 1
         self.run = f"{self.member}#{self._runs}"
         self.seq = 0
@@ -401,6 +409,7 @@ class Shared:
             return
         if self._degraded:  # the IO thread's last write failed: write from here until one works
             with self._publish_lock:
+                self._settle_io()
                 while self._pending and self.token is not None and not self._lease_lost:
                     self._publish(self.redis, self._take())
             self._degraded = False
@@ -444,29 +453,95 @@ class Shared:
         """The IO thread's hook, after each read and when its wait times out: write what is
         queued once ``PUBLISH_GAP`` has passed since the last write.
 
-        Returns when to call again (``None``: nothing waits). Writing from the IO
-        thread, which is awake anyway, saves a wakeup and a hand-over of the
-        interpreter lock per write (a share thread doing the writes cost the leader
-        about twice its unshared CPU, benchmarks/share.py). Its Redis connection has
-        a short timeout; on any failure the share thread takes the writes over.
+        Returns when to call again (``None``: nothing waits). The IO thread, awake
+        anyway, writes on a connection of its own and never waits for the answer:
+        it collects it at its next call, before the next write (one write in
+        flight). A share thread that did the writes, waiting for each answer,
+        cost the leader about twice its unshared CPU (benchmarks/share.py). On
+        any failure the share thread takes the writes over.
         """
-        if not self._pending or self.token is None or self._degraded or self._lease_lost:
+        if self.token is None or self._degraded or self._lease_lost:
+            return None
+        if not self._pending and self._inflight is None:
+            return None
+        if not self._publish_lock.acquire(blocking=False):
+            return now + PUBLISH_GAP  # the share thread is writing (a snapshot): soon again
+        try:
+            return self._flush(now)
+        except Exception as exc:
+            self._io_failed(exc)
+            return None
+        finally:
+            self._publish_lock.release()
+
+    def _flush(self, now: float) -> float | None:
+        if self._inflight is not None and not self._collect(wait=False):
+            return now + 0.0005  # the answer is not in yet
+        if not self._pending:
             return None
         due = self._published_at + PUBLISH_GAP
         if now < due:
             return due
-        if not self._publish_lock.acquire(blocking=False):
-            return now + PUBLISH_GAP  # the share thread is writing (a snapshot): soon again
+        self._send(self._take())
+        return now + 0.001  # back for the answer, even if no data comes meanwhile
+
+    def _send(self, texts: list[str]) -> None:
+        """Send one entry on the IO thread's connection without waiting (``_publish_lock`` held)."""
+        if self._dropped:
+            self.seq += self._dropped  # followers see the gap and resync
+            self._dropped = 0
+        args = (self.k_lease, self.k_stream, self.token, MAXLEN, self.run, self.seq, len(texts), _join(texts))
+        self._inflight = (texts, self.seq)
+        self.seq += len(texts)
+        self._published_at = time.monotonic()
+        self._io.send_command("EVALSHA", self._publish_script.sha, 2, *args, KEEP_MS)
+
+    def _collect(self, *, wait: bool) -> bool:
+        """Read the answer to the write in flight (``_publish_lock`` held); False: not in yet."""
+        import redis
+
+        inflight, io = self._inflight, self._io
+        assert inflight is not None
+        if not wait and not io.can_read(timeout=0):
+            if time.monotonic() - self._published_at > IO_TIMEOUT:
+                raise TimeoutError("Redis did not answer a write")
+            return False
+        texts, seq = inflight
+        self._inflight = None
         try:
-            self._publish(self._fast, self._take())
-        except Exception as exc:
-            log.debug("a write from the IO thread failed (%s): the share thread takes over", _reason(exc))
-            self._degraded = True
+            written = io.read_response()
+        except redis.exceptions.NoScriptError:  # a restarted Redis: load the script, send again
+            self._fast.script_load(_PUBLISH)
+            self._pending.appendleft(texts)
+            self.seq = seq
+            return True
+        if written is None:  # fenced off: another process leads now
+            self._lease_lost = True
             self._wake.set()
-            return None
-        finally:
-            self._publish_lock.release()
-        return self._published_at + PUBLISH_GAP if self._pending else None
+            return True
+        self.relayed += len(texts)
+        self._changed = True
+        return True
+
+    def _io_failed(self, exc: BaseException) -> None:
+        """A write from the IO thread failed: its texts go back in line; the share thread writes."""
+        log.debug("a write from the IO thread failed (%s): the share thread takes over", _reason(exc))
+        if self._inflight is not None:
+            texts, seq = self._inflight
+            self._inflight = None
+            self._pending.appendleft(texts)  # maybe written after all: followers skip a repeat
+            self.seq = seq
+        self._io.disconnect()
+        self._degraded = True
+        self._wake.set()
+
+    def _settle_io(self) -> None:
+        """The share thread, before writing itself: the IO thread's write in flight is answered."""
+        if self._inflight is not None:
+            try:
+                self._collect(wait=True)
+            except Exception as exc:
+                self._io_failed(exc)
 
     def _take(self) -> list[str]:
         """The texts of queued reads, oldest first, for one entry."""
@@ -487,11 +562,8 @@ class Shared:
         if self._dropped:
             self.seq += self._dropped  # followers see the gap and resync
             self._dropped = 0
-        joined = "\x00".join(texts)  # no well-formed JSON text holds a NUL ...
-        if joined.count("\x00") != len(texts) - 1 or joined.startswith("\x01"):
-            joined = "\x01" + json.dumps(texts)  # ... and one that does goes as a JSON list
         try:
-            written = self._write(client, len(texts), joined)
+            written = self._write(client, len(texts), _join(texts))
         except Exception:
             self._pending.appendleft(texts)  # not written: first in line for the next try
             raise
@@ -518,6 +590,7 @@ class Shared:
     def _snapshot(self) -> None:
         """Write what is queued, then the cache as it stands after exactly that."""
         with self._publish_lock:
+            self._settle_io()
             with self.feed._batch:  # the records only (immutable): encoded outside the lock
                 state = self.feed._snapshot_state()
                 taken = []
@@ -698,6 +771,15 @@ class Shared:
             self.redis.hdel(self.k_interest, self.member)
         except Exception as exc:
             log.debug("could not remove this process's interest: %s", _reason(exc))
+
+
+def _join(texts: list[str]) -> str:
+    """One entry's texts: NUL-separated (no well-formed JSON text holds a NUL), or, when
+    one does, a JSON list after a 0x01 mark."""
+    joined = "\x00".join(texts)
+    if joined.count("\x00") != len(texts) - 1 or joined.startswith("\x01"):
+        return "\x01" + json.dumps(texts)
+    return joined
 
 
 def _split(text: str) -> list[str]:
