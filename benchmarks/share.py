@@ -194,6 +194,7 @@ def relay_run(n: int, followers: int = 2) -> dict[str, float]:
     ]
     reads = [(texts[i : i + 200], [decode(t, 0.0) for t in texts[i : i + 200]]) for i in (0, 200, 400)]
     with Redis() as redis, Feed(1, rate=1) as feed:
+        # The leader's feed ends at once: this process plays its IO thread, as fast as it can.
         ws = AgentExchangeWS(api_key="bench", base_url=feed.url, share=redis.url)
         ws.start().wait_connected(60)
         shared = ws._shared
@@ -209,9 +210,13 @@ def relay_run(n: int, followers: int = 2) -> dict[str, float]:
                 step.wait(0.001)
                 continue
             read, events = reads[(sent // 200) % 3]
-            with ws._state.batch:  # as the IO thread calls it
+            with ws._state.batch:  # as the IO thread calls it: relay under the batch lock,
                 shared.relay(events, read)
+            shared.flush(time.monotonic())  # then write, outside it
             sent += 200
+        while shared._pending or shared._inflight is not None:
+            shared.flush(time.monotonic())
+            step.wait(0.001)
         results = [result(p) for p in procs]
         ws.close()
     done = max(r["done"] for r in results)
