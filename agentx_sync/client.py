@@ -1,8 +1,9 @@
 """What every client shares: lifecycle, lifecycle callbacks, the event queue, health.
 
 (Longer than 500 lines on purpose: its docstring is the lock inventory, and
-the lifecycle, waits and health below are what both clients share; the
-platform specifics are in ``exchange.py`` and ``nexgent.py``.)
+the lifecycle, waits, health and the shared feed's hooks below are what both
+clients share; the platform specifics are in ``exchange.py`` and
+``nexgent.py``, the shared feed itself in ``share.py``.)
 
 :class:`BaseClient` is the base of :class:`~agentx_sync.exchange.AgentExchangeWS`
 and :class:`~agentx_sync.nexgent.NexgentWS` (each in its own module, both
@@ -34,6 +35,11 @@ may take only those below it):
 takes it before 3, 6 and 7, which is safe because no thread waits for it
 while holding anything. ``integrations.jupyter`` has one more module-wide
 lock, for its registry of live views, held alone.
+
+With ``share=``, ``Shared._publish_lock`` (one writer to Redis at a time)
+comes before ``State.batch``: the share thread takes it, then the batch lock,
+to write a snapshot that matches the entries before it; the IO thread only
+tries it (never waits for it), outside the batch lock, after a read.
 """
 
 from __future__ import annotations

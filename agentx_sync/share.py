@@ -1,5 +1,8 @@
 """Many processes, one connection: a client's feed shared through Redis (``share=``).
 
+(Longer than 500 lines on purpose: leading, following, failover and the
+writes' fencing are one protocol, read best in one place.)
+
 ::
 
     process A (leader)            Redis                      process B, C ... (followers)
