@@ -370,3 +370,33 @@ def test_the_cli_watches_a_shared_feed_as_a_follower(
     assert sim.connections_total == 1  # the watcher never opened a WebSocket of its own
     bad = subprocess.run([*command, "--share", "http://x"], check=False, **run)
     assert bad.returncode == 2 and "redis://" in bad.stderr
+
+
+def test_the_interest_of_a_process_that_died_leaves_the_wire(
+    redis_server: RedisServer, members: list[Member]
+) -> None:
+    from agentx_sync.share import INTEREST_TTL
+
+    def on_wire(key: str) -> bool:
+        return any(key in subs for subs in sim.subscriptions())
+
+    with Simulator(rate=0, seed=1) as sim:
+        members.append(exchange_member(sim, redis_server, tickers=["BTCUSDT"]))
+        members[0].wait(lambda s: s["role"] == "leader" and s["state"] == "connected", what="a leader")
+        members.append(exchange_member(sim, redis_server, tickers=["SOLUSDT"]))
+        eventually(lambda: on_wire("ticker:SOLUSDT"), 10, "SOL on the wire for the follower")
+        members[1].kill(signal.SIGKILL)
+        eventually(lambda: not on_wire("ticker:SOLUSDT"), INTEREST_TTL + 5, "SOL off the wire")
+        assert on_wire("ticker:BTCUSDT")
+
+
+def test_the_demo_shares_its_feed(redis_server: RedisServer) -> None:
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "agentx_sync.cli", "demo", "--plain", "--duration", "2"]
+    run: dict[str, Any] = {"capture_output": True, "text": True, "timeout": 60}
+    out = subprocess.run([*command, "--share", redis_server.url], check=False, **run)
+    assert out.returncode == 0, out.stderr
+    assert f"--share {redis_server.url}" in out.stdout and "agentx-sync watch " in out.stdout
+    assert "leader of the shared feed" in out.stdout
