@@ -203,6 +203,7 @@ class Shared:
         self._published_interest: str | None = None
         self._next_look = 0.0
         self._quiet_until = 0.0  # after a Redis outage: let the leader take its lease back first
+        self._resynced_for = ""  # the run of the last entry that sent this follower to the snapshot
         self._want_after = 0  # a gap was seen at this sequence number: a snapshot at least as new is due
         self.applied = 0  # relayed messages this process applied as a follower
         self.last_applied: float | None = None
@@ -663,14 +664,18 @@ class Shared:
 
     def _apply(self, entry_id: bytes, fields: dict[bytes, bytes]) -> bool:
         """One stream entry; False when it shows a gap (the snapshot is due)."""
-        run = fields.get(b"r", b"").decode()
+        run = fields.get(b"r", b"").decode("utf-8", "replace")
         try:
             seq, count = int(fields.get(b"s", b"-1")), int(fields.get(b"n", b"0"))
         except ValueError:
             seq, count = -1, 0
         if run != self._follow_run or seq != self._next_seq:
-            if seq + count <= self._next_seq and run == self._follow_run:
-                self._last_id = entry_id.decode()  # already applied (a snapshot held it)
+            if run == self._follow_run:
+                stale = seq + count <= self._next_seq
+            else:
+                stale = self._foreign(run, seq, count)
+            if stale:
+                self._last_id = entry_id.decode()  # already applied (a snapshot held it), or not ours
                 return True
             if run == self._follow_run and seq > self._next_seq:
                 self._want_after = seq
@@ -688,6 +693,15 @@ class Shared:
         self._last_id = entry_id.decode()
         stamp = int(self._last_id.split("-", 1)[0]) / 1000
         self.lag = max(0.0, time.time() - stamp)
+        return True
+
+    def _foreign(self, run: str, seq: int, count: int) -> bool:
+        """An entry no leader of this feed wrote (malformed, or of a run the latest snapshot
+        does not lead to): counted as a bad message and skipped, never a resync loop."""
+        if run and seq >= 0 and count > 0 and run != self._resynced_for:
+            self._resynced_for = run  # a new leader's entry: one resync to its snapshot
+            return False
+        self.feed._bad_relayed(ProtocolError("a shared feed entry that no leader of this feed wrote"))
         return True
 
     def _decode(self, texts: list[str], now: float) -> list[Any]:

@@ -400,3 +400,39 @@ def test_the_demo_shares_its_feed(redis_server: RedisServer) -> None:
     assert out.returncode == 0, out.stderr
     assert f"--share {redis_server.url}" in out.stdout and "agentx-sync watch " in out.stdout
     assert "leader of the shared feed" in out.stdout
+
+
+def test_entries_no_leader_wrote_are_counted_and_skipped(
+    redis_server: RedisServer, sim: Simulator, client: Any
+) -> None:
+    leader: AgentExchangeWS = client(share=redis_server.url)
+    leader.subscribe_ticker("BTCUSDT")
+    leader.start()
+    leader.wait_connected(10)
+    follower: AgentExchangeWS = client(share=redis_server.url)
+    follower.wait_connected(10)
+    sim.pause_market()
+    r = redis_server.client()
+    sim.tick("BTCUSDT", "65000.5")
+    stream = eventually(lambda: next(iter(r.scan_iter("agentx_sync:*:feed")), None), 10, "the stream")
+    garbage: list[dict[str, Any]] = [
+        {"x": "1"},
+        {"r": b"\xff\xfe", "s": "zz", "n": "1", "m": "{}"},
+        {
+            "r": "someone#1",
+            "s": "0",
+            "n": "1",
+            "m": '{"channel":"ticker","symbol":"BTCUSDT","data":{"price":"1"}}',
+        },
+    ]
+    resyncs = follower.health().resyncs
+    for fields in garbage:
+        r.xadd(stream, fields)  # type: ignore[arg-type]
+    sim.tick("BTCUSDT", "65432.5")
+    eventually(lambda: follower.get_cached_price("BTCUSDT") == Decimal("65432.5"), 10, "the feed goes on")
+    h = follower.health()
+    assert h.bad_messages >= 2 and h.resyncs <= resyncs + 1 and h.state.value == "connected"
+    assert follower.get_cached_price("BTCUSDT") != Decimal(1) or leader.get_cached_price(
+        "BTCUSDT"
+    ) == Decimal(1)
+    r.close()
