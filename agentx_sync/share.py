@@ -37,6 +37,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -203,6 +204,7 @@ class Shared:
         self._published_interest: str | None = None
         self._next_look = 0.0
         self._quiet_until = 0.0  # after a Redis outage: let the leader take its lease back first
+        self._bad_snapshot: bytes | None = None  # the last malformed snapshot, reported once
         self._resynced_for = ""  # the run of the last entry that sent this follower to the snapshot
         self._want_after = 0  # a gap was seen at this sequence number: a snapshot at least as new is due
         self.applied = 0  # relayed messages this process applied as a follower
@@ -643,7 +645,7 @@ class Shared:
             if holder is None and self._try_lead():
                 return
             if holder is not None:
-                self.leader = _who(holder.decode())
+                self.leader = _who(holder.decode("utf-8", "replace"))
             self._publish_interest()
         if not self._synced and not self._resync():
             self._stopping.wait(0.05)
@@ -723,10 +725,15 @@ class Shared:
             return False
         head, _, body = raw.partition(b"\n")
         try:
+            after = head.decode("ascii")
+            if not _STREAM_ID.fullmatch(after):
+                raise ValueError(after)
             snap = json.loads(body)
             run, seq, texts = str(snap["run"]), int(snap["seq"]), list(snap["texts"])
         except (ValueError, KeyError, TypeError):
-            self.feed._bad_relayed(ProtocolError("a shared feed snapshot that is not well-formed"))
+            if raw != self._bad_snapshot:  # once per snapshot, not at every look
+                self._bad_snapshot = raw
+                self.feed._bad_relayed(ProtocolError("a shared feed snapshot that is not well-formed"))
             return False
         if run == self._follow_run and seq < max(self._next_seq, self._want_after):
             return False  # older than what this process saw: wait for a newer one
@@ -735,7 +742,7 @@ class Shared:
         elif self._follow_run is not None:
             log.info("the shared feed has a new leader: reloading its snapshot")
         self.feed._load_snapshot(self._decode([str(t) for t in texts], time.monotonic()))
-        self._follow_run, self._next_seq, self._last_id = run, seq, head.decode()
+        self._follow_run, self._next_seq, self._last_id = run, seq, after
         self._want_after = 0
         self.resyncs += 1
         self._synced = True
@@ -767,7 +774,7 @@ class Shared:
         now_ms = int(seconds) * 1000 + int(micros) // 1000
         wanted, expired = [], []
         for member, raw in self.redis.hgetall(self.k_interest).items():
-            if member.decode() == self.member:
+            if member.decode("utf-8", "replace") == self.member:
                 continue
             try:
                 entry = json.loads(raw)
@@ -788,6 +795,9 @@ class Shared:
             self.redis.hdel(self.k_interest, self.member)
         except Exception as exc:
             log.debug("could not remove this process's interest: %s", _reason(exc))
+
+
+_STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 
 
 def _join(texts: list[str]) -> str:

@@ -436,3 +436,46 @@ def test_entries_no_leader_wrote_are_counted_and_skipped(
         "BTCUSDT"
     ) == Decimal(1)
     r.close()
+
+
+def test_a_malformed_snapshot_is_reported_once_and_a_good_one_is_waited_for(
+    redis_server: RedisServer, sim: Simulator, client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agentx_sync import share
+
+    looks = [0]
+    resync = share.Shared._resync
+
+    def counted(self: share.Shared) -> bool:
+        looks[0] += 1
+        return resync(self)
+
+    monkeypatch.setattr(share.Shared, "_resync", counted)
+    leader: AgentExchangeWS = client(share=redis_server.url)
+    leader.subscribe_ticker("BTCUSDT")
+    leader.start()
+    leader.wait_connected(10)
+    leader.wait_for_price("BTCUSDT", 10)
+    sim.pause_market()  # nothing changes: the leader writes no new snapshot over ours
+    shared = leader._shared
+    assert shared is not None
+    eventually(lambda: not shared._changed, share.SNAPSHOT_EVERY + 5, "the last snapshot written")
+    r = redis_server.client()
+    key = next(iter(r.scan_iter("agentx_sync:*:snapshot")))
+    good = r.get(key)
+    assert good is not None
+    for bad in (b"not-an-id\n{}", b"1-0\nnot json", b'1-0\n{"run": "x"}', b"\xff\xfe\n{}"):
+        r.set(key, bad)
+        follower: AgentExchangeWS = client(share=redis_server.url)
+        errors: list[Exception] = []
+        follower.on_error()(errors.append)
+        follower.start()
+        eventually(lambda: errors, 10, "the bad snapshot reported")  # noqa: B023
+        seen = looks[0]
+        eventually(lambda: looks[0] >= seen + 5, 10, "five more looks at it")  # noqa: B023
+        assert len(errors) == 1 and follower.health().state.value != "connected"
+        r.set(key, good)
+        follower.wait_connected(10)  # a good snapshot: it follows
+        assert follower.get_cached_price("BTCUSDT") is not None
+        follower.close()
+    r.close()
