@@ -322,6 +322,7 @@ class BaseClient:
         self._events.after_fork()
         self._dispatcher.after_fork()
         self._conn.after_fork()
+        self._shared = None  # the parent's: its thread is not here, and its lease is not ours
         self._started = False
         self._status = ConnectionState.CLOSED
         self._connected_since = None

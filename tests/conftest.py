@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -160,3 +161,33 @@ def next_event(ws: BaseClient, kind: type, timeout: float = 5.0) -> Any:
         if isinstance(event, kind):
             return event
     raise AssertionError(f"no {kind.__name__} event within {timeout} s")
+
+
+def run_in_child(body: Callable[[], dict[str, Any]], timeout: float = 15.0) -> dict[str, Any]:
+    """Fork; run ``body`` in the child; return what it reported (killing a child that hangs)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never return into pytest
+        code = 0
+        try:
+            os.close(read)
+            os.write(write, json.dumps(body()).encode())
+        except BaseException as exc:
+            os.write(write, json.dumps({"error": repr(exc)}).encode())
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(write)
+    deadline = time.monotonic() + timeout
+    while True:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            os.close(read)
+            raise AssertionError("the forked child hung")
+        threading.Event().wait(0.01)
+    with os.fdopen(read) as pipe:
+        return json.loads(pipe.read() or "{}")  # type: ignore[no-any-return]

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -23,7 +20,7 @@ from agentx_sync import (
 )
 from agentx_sync.sim import NexgentSimulator, Simulator
 
-from .conftest import FAST, eventually
+from .conftest import FAST, eventually, run_in_child
 
 Make = Callable[..., AgentExchangeWS]
 
@@ -182,36 +179,6 @@ def test_start_and_close_racing_from_two_threads_never_make_a_second_thread(sim:
 
 
 # -- 6. os.fork() ------------------------------------------------------------------
-
-
-def run_in_child(body: Callable[[], dict[str, Any]], timeout: float = 15.0) -> dict[str, Any]:
-    """Fork; run ``body`` in the child; return what it reported (killing a child that hangs)."""
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never return into pytest
-        code = 0
-        try:
-            os.close(read)
-            os.write(write, json.dumps(body()).encode())
-        except BaseException as exc:
-            os.write(write, json.dumps({"error": repr(exc)}).encode())
-            code = 1
-        finally:
-            os._exit(code)
-    os.close(write)
-    deadline = time.monotonic() + timeout
-    while True:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        if time.monotonic() > deadline:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-            os.close(read)
-            raise AssertionError("the forked child hung")
-        threading.Event().wait(0.01)
-    with os.fdopen(read) as pipe:
-        return json.loads(pipe.read() or "{}")  # type: ignore[no-any-return]
 
 
 def test_a_forked_copy_is_visibly_not_running_and_cannot_touch_the_parents_connection(

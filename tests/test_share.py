@@ -21,7 +21,7 @@ from agentx_sync.errors import ShareError, ShareRefusedError
 from agentx_sync.share import LEASE
 from agentx_sync.sim import NexgentSimulator, Simulator
 
-from .conftest import eventually
+from .conftest import eventually, run_in_child
 from .sharing import Member, RedisServer, free_port, leader_of
 
 pytestmark = pytest.mark.foreign_sockets  # member processes and redis-server come and go
@@ -479,3 +479,25 @@ def test_a_malformed_snapshot_is_reported_once_and_a_good_one_is_waited_for(
         assert follower.get_cached_price("BTCUSDT") is not None
         follower.close()
     r.close()
+
+
+def test_a_forked_copy_of_a_leader_leaves_the_parents_lease_and_feed_alone(
+    redis_server: RedisServer, sim: Simulator, client: Any
+) -> None:
+    ws: AgentExchangeWS = client(share=redis_server.url)
+    ws.subscribe_ticker("BTCUSDT")
+    ws.start().wait_for_price("BTCUSDT", 10)
+    assert ws.health().role == "leader"
+
+    def child() -> dict[str, Any]:
+        health = ws.health()
+        return {"state": health.state.value, "role": health.role, "closed": ws.close(timeout=2)}
+
+    report = run_in_child(child)
+    assert report == {"state": "closed", "role": None, "closed": True}
+    # The parent still leads and relays.
+    shared = ws._shared
+    assert shared is not None and shared.token is not None
+    relayed = shared.relayed
+    eventually(lambda: shared.relayed > relayed + 10, 10, "the parent's relay to go on")
+    assert ws.health().role == "leader" and ws.health().lease_changes == 1
