@@ -501,3 +501,41 @@ def test_a_forked_copy_of_a_leader_leaves_the_parents_lease_and_feed_alone(
     relayed = shared.relayed
     eventually(lambda: shared.relayed > relayed + 10, 10, "the parent's relay to go on")
     assert ws.health().role == "leader" and ws.health().lease_changes == 1
+
+
+def test_the_shared_feed_example_runs_as_a_leader_and_a_follower(
+    redis_server: RedisServer, sim: Simulator
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from .conftest import DEFAULT_SIGINT, EXAMPLES
+
+    env = {
+        **os.environ,
+        "AGENTEXCHANGE_API_KEY": "ak_test",
+        "AGENTEXCHANGE_WS_URL": sim.url,
+        "AGENTX_SYNC_SHARE": redis_server.url,
+        "DURATION": "0",  # the leader runs until Ctrl-C, after the follower is done
+    }
+    script = [sys.executable, str(EXAMPLES / "shared_feed.py")]
+    first = subprocess.Popen(
+        [*DEFAULT_SIGINT, *script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert first.stdout is not None
+    line = first.stdout.readline()  # the first process leads before the second starts
+    assert line.startswith("[leader] BTCUSDT "), line
+    second = subprocess.run(
+        script,
+        env={**env, "SYMBOL": "ETHUSDT", "DURATION": "3"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    first.send_signal(signal.SIGINT)  # Ctrl-C
+    _, err = first.communicate(timeout=60)
+    assert first.returncode == 0 and second.returncode == 0, err + second.stderr
+    assert "[follower] ETHUSDT " in second.stdout and "Traceback" not in err + second.stderr
+    assert sim.connections_total == 1
