@@ -713,8 +713,10 @@ class BaseClient:
             self._last_error = f"{type(error).__name__}: {error}"
         self._report(error)
 
-    def _decode(self, text: str, now: float) -> Any:
-        return self._dialect.decode(text, now)
+    @property
+    def _decoder(self) -> Callable[[str, float], Any]:
+        """The dialect's decoder, which a follower runs on the texts the leader relays."""
+        return self._dialect.decode
 
     def _bad_relayed(self, error: ProtocolError) -> None:
         self.link_bad_message(error)

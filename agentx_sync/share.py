@@ -142,7 +142,8 @@ class Feed(Protocol):
     def _share_status(self, following: bool) -> None: ...
     def _share_failed(self, error: AgentXError) -> None: ...
     def _share_report(self, error: AgentXError) -> None: ...
-    def _decode(self, text: str, now: float) -> Any: ...
+    @property
+    def _decoder(self) -> Any: ...
     def _bad_relayed(self, error: ProtocolError) -> None: ...
     @property
     def _batch(self) -> threading.Lock: ...
@@ -707,14 +708,22 @@ class Shared:
         return True
 
     def _decode(self, texts: list[str], now: float) -> list[Any]:
+        """The relayed texts decoded as the leader decoded them; what is not a relayed record
+        is dropped, what does not decode is a counted bad message."""
+        decode, relayed = self.feed._decoder, self.feed._relayed
         events = []
         for text in texts:
             try:
-                event = self.feed._decode(text, now)
+                event = decode(text, now)
             except ProtocolError as exc:
                 self.feed._bad_relayed(exc)
                 continue
-            if type(event) in self.feed._relayed:
+            except Exception as exc:  # a decoder bug must not end the share thread either
+                error = ProtocolError(f"a relayed message the decoder failed on ({type(exc).__name__})")
+                error.__cause__ = exc
+                self.feed._bad_relayed(error)
+                continue
+            if type(event) in relayed:
                 events.append(event)
         return events
 

@@ -24,7 +24,12 @@ GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 def ticker_frame(symbol: str, price: str, quantity: str = "0.012") -> bytes:
     """One unmasked server text frame holding an AgentExchange ticker message (~150 bytes)."""
-    text = json.dumps(
+    return frame(ticker_text(symbol, price, quantity).encode())
+
+
+def ticker_text(symbol: str, price: str, quantity: str = "0.012") -> str:
+    """An AgentExchange ticker message, as the server writes it."""
+    return json.dumps(
         {
             "channel": "ticker",
             "symbol": symbol,
@@ -36,8 +41,7 @@ def ticker_frame(symbol: str, price: str, quantity: str = "0.012") -> bytes:
             },
         },
         separators=(",", ":"),
-    ).encode()
-    return frame(text)
+    )
 
 
 def frame(payload: bytes, opcode: int = 0x1) -> bytes:

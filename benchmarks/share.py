@@ -35,7 +35,7 @@ from typing import Any
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 
-from feed import Feed, symbols  # noqa: E402
+from feed import Feed, symbols, ticker_text  # noqa: E402
 
 REPEAT = 3
 
@@ -185,13 +185,8 @@ def relay_run(n: int, followers: int = 2) -> dict[str, float]:
     from agentx_sync import AgentExchangeWS
     from agentx_sync.dialects.agentexchange import decode
 
-    texts = [
-        json.dumps(
-            {"channel": "ticker", "symbol": s, "data": {"price": "60000.25", "quantity": "0.012"}},
-            separators=(",", ":"),
-        )
-        for s in symbols(600)
-    ]
+    # The texts the leader relays are the server's own, as the feed writes them.
+    texts = [ticker_text(s, f"{60000 + i}.25") for i, s in enumerate(symbols(600))]
     reads = [(texts[i : i + 200], [decode(t, 0.0) for t in texts[i : i + 200]]) for i in (0, 200, 400)]
     with Redis() as redis, Feed(1, rate=1) as feed:
         # The leader's feed ends at once: this process plays its IO thread, as fast as it can.
