@@ -584,7 +584,7 @@ class Shared:
         self._changed = True
 
     def _write(self, client: Any, count: int, joined: str) -> Any:
-        """The fenced XADD. EVALSHA called directly: redis-py's Script wrapper adds a fifth
+        """The fenced XADD. EVALSHA called directly: redis-py's Script wrapper adds a sixth
         to a write's CPU, which the leader pays hundreds of times a second."""
         import redis
 
