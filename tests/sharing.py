@@ -70,7 +70,7 @@ class RedisServer:
             except OSError:
                 if time.monotonic() > deadline or self.proc.poll() is not None:
                     raise RuntimeError("redis-server did not start") from None
-                time.sleep(0.02)
+                time.sleep(0.02)  # a fresh process: poll its port until it listens (bounded above)
 
     def stop(self) -> None:
         if self.proc is not None:

@@ -52,6 +52,16 @@ def exchange_member(sim: Simulator, redis_server: RedisServer, **extra: Any) -> 
     )
 
 
+def shared_leader(client: Any, redis_server: RedisServer, *symbols: str) -> AgentExchangeWS:
+    """An in-process client that leads the shared feed of ``symbols`` (default BTCUSDT)."""
+    leader: AgentExchangeWS = client(share=redis_server.url)
+    leader.subscribe_ticker(*(symbols or ("BTCUSDT",)))
+    leader.start()
+    leader.wait_connected(10)
+    assert leader.health().role == "leader"
+    return leader
+
+
 def all_see(members: list[Member], symbol: str, price: str, sim: Simulator) -> None:
     """Tick ``symbol`` at ``price`` until every member's cache shows it."""
     for member in members:
@@ -203,11 +213,8 @@ def test_order_updates_reach_every_follower_once_in_order_and_a_redis_restart_is
 def test_a_late_follower_starts_from_a_full_snapshot(
     redis_server: RedisServer, sim: Simulator, client: Any
 ) -> None:
-    leader: AgentExchangeWS = client(share=redis_server.url)
-    leader.subscribe_ticker("BTCUSDT", "ETHUSDT")
+    leader = shared_leader(client, redis_server, "BTCUSDT", "ETHUSDT")
     leader.on_portfolio()(lambda p: None)
-    leader.start()
-    leader.wait_connected(10)
     ids = [sim.place_order("BTCUSDT", quantity="0.001") for _ in range(60)]  # 120 updates: more than 100 kept
     eventually(lambda: (o := leader.get_order(ids[-1])) is not None and o.status == "filled", 10, "orders")
     leader.wait_for_price("ETHUSDT", 10)
@@ -228,10 +235,7 @@ def test_a_follower_that_falls_behind_the_stream_resyncs_and_counts_what_it_miss
     from agentx_sync import share
 
     monkeypatch.setattr(share, "MAXLEN", 8)
-    leader: AgentExchangeWS = client(share=redis_server.url)
-    leader.subscribe_ticker("BTCUSDT")
-    leader.start()
-    leader.wait_connected(10)
+    leader = shared_leader(client, redis_server)
     follower: AgentExchangeWS = client(share=redis_server.url)
     follower.wait_connected(10)
     sim.pause_market()
@@ -297,7 +301,8 @@ def test_a_wrong_redis_password_is_refused_for_good(client: Any, caplog: pytest.
 def test_a_refused_rediss_certificate_is_a_clear_error(
     tmp_path: Any, client: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    trustme = pytest.importorskip("trustme")
+    import trustme  # a test extra
+
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1")
     cert.private_key_pem.write_to_path(tmp_path / "key.pem")
@@ -356,10 +361,7 @@ def test_the_cli_watches_a_shared_feed_as_a_follower(
     import subprocess
     import sys
 
-    leader: AgentExchangeWS = client(share=redis_server.url)
-    leader.subscribe_ticker("BTCUSDT")
-    leader.start()
-    leader.wait_connected(10)
+    leader = shared_leader(client, redis_server)
     leader.wait_for_price("BTCUSDT", 10)
     command = [sys.executable, "-m", "agentx_sync.cli", "watch", "BTCUSDT", "--url", sim.url]
     command += ["--api-key", "ak_test", "--plain", "--duration", "2", "--interval", "0.5"]
@@ -405,10 +407,7 @@ def test_the_demo_shares_its_feed(redis_server: RedisServer) -> None:
 def test_entries_no_leader_wrote_are_counted_and_skipped(
     redis_server: RedisServer, sim: Simulator, client: Any
 ) -> None:
-    leader: AgentExchangeWS = client(share=redis_server.url)
-    leader.subscribe_ticker("BTCUSDT")
-    leader.start()
-    leader.wait_connected(10)
+    leader = shared_leader(client, redis_server)
     follower: AgentExchangeWS = client(share=redis_server.url)
     follower.wait_connected(10)
     sim.pause_market()
@@ -451,10 +450,7 @@ def test_a_malformed_snapshot_is_reported_once_and_a_good_one_is_waited_for(
         return resync(self)
 
     monkeypatch.setattr(share.Shared, "_resync", counted)
-    leader: AgentExchangeWS = client(share=redis_server.url)
-    leader.subscribe_ticker("BTCUSDT")
-    leader.start()
-    leader.wait_connected(10)
+    leader = shared_leader(client, redis_server)
     leader.wait_for_price("BTCUSDT", 10)
     sim.pause_market()  # nothing changes: the leader writes no new snapshot over ours
     shared = leader._shared
