@@ -82,6 +82,8 @@ _NO_REDIRECTS = "redirects are not followed (point the client at the WebSocket e
 #: The longest the IO thread blocks at once, so that it checks queued output
 #: and its deadlines at least this often.
 _TICK = 1.0
+#: select() takes file descriptors below this (FD_SETSIZE); poll() takes any.
+_SELECT_LIMIT = 1024
 _WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
@@ -849,6 +851,11 @@ class Connection:
         wait = min(remaining, _TICK)
         if self._relay_due is not None:  # wake in time to write what a shared feed relays
             wait = max(0.0, min(wait, self._relay_due - self.clock()))
+            if wait < _TICK and sock.fileno() < _SELECT_LIMIT:
+                # poll() counts whole milliseconds, rounding up: a write due in 0.2 ms
+                # would wait 1 ms. select() counts microseconds (for fds below 1024).
+                readable, _, _ = select.select([sock], [sock] if waiting_out else [], [], wait)
+                return bool(readable)
         ready = poller.poll(wait * 1000)
         return any(mask & ~select.POLLOUT for _, mask in ready)
 

@@ -48,7 +48,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .errors import AgentXError, ProtocolError, ShareError, ShareRefusedError, safe_str
 
-__all__ = ["Feed", "Shared", "safe_redis_url"]
+__all__ = ["Feed", "RateLimit", "Shared", "safe_redis_url"]
 
 log = logging.getLogger("agentx_sync.share")
 
@@ -61,10 +61,17 @@ MAXLEN = 10_000
 SNAPSHOT_EVERY = 5.0
 #: Items (reads) the leader holds for Redis while it is unreachable; older ones are dropped.
 MAX_PENDING = 10_000
-#: Seconds a leader lets reads gather after a write before the next one: a write costs
-#: 100-150 µs of CPU in redis-py on the benchmark machine, and one per 1 ms read at
-#: 10,000 msgs/s costs more than the unshared client's whole work (benchmarks/share.py).
-PUBLISH_GAP = float(os.environ.get("AGENTX_SYNC_PUBLISH_GAP", "0.002"))
+#: Writes a second a leader makes at most (bursts of ``BURST``): a read waits at most
+#: 1/PUBLISH_RATE s for its write while the feed outruns the rate. A write costs about
+#: 80 µs of the leader's CPU on the benchmark machine, so the rate bounds what sharing
+#: costs however small the reads (benchmarks/share.py measures the trade). The
+#: environment variable ``AGENTX_SYNC_PUBLISH_RATE`` sets it.
+PUBLISH_RATE = 1000.0
+BURST = 2.0
+#: Writes the IO thread sends before it reads their answers: at most this many, and the
+#: oldest at most this many seconds before (one read takes every answer that has come).
+IN_FLIGHT = 32
+COLLECT_AFTER = 0.01
 #: Seconds the IO thread's Redis connection waits (to connect, or for an answer).
 IO_TIMEOUT = 0.5
 #: Messages at most in one stream entry (a follower applies an entry as one state change).
@@ -108,6 +115,42 @@ if last[1] then after = last[1][1] end
 redis.call('SET', KEYS[3], after .. '\\n' .. ARGV[2], 'PX', ARGV[3])
 return after
 """
+
+
+class RateLimit:
+    """At most ``rate`` events a second, in bursts of up to ``burst``: a token bucket."""
+
+    __slots__ = ("_at", "_tokens", "burst", "rate")
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst = rate, burst
+        self._tokens = burst
+        self._at: float | None = None
+
+    def take(self, now: float) -> float | None:
+        """Take a token: ``None`` when there was one, else when there will be one."""
+        if self._at is not None:
+            self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        if self._tokens >= 1.0 - 1e-9:  # (a token made of float steps may fall short by a hair)
+            self._tokens -= 1.0
+            return None
+        return now + (1.0 - self._tokens) / self.rate
+
+
+def _publish_rate() -> float:
+    """``AGENTX_SYNC_PUBLISH_RATE`` (writes a second), or the default when unset or invalid."""
+    raw = os.environ.get("AGENTX_SYNC_PUBLISH_RATE")
+    if raw is None:
+        return PUBLISH_RATE
+    try:
+        rate = float(raw)
+    except ValueError:
+        rate = 0.0
+    if not 0.0 < rate < float("inf"):
+        log.warning("AGENTX_SYNC_PUBLISH_RATE=%r is not a positive number: using %g", raw, PUBLISH_RATE)
+        return PUBLISH_RATE
+    return rate
 
 
 def safe_redis_url(url: str) -> str:
@@ -172,7 +215,9 @@ class Shared:
         self.redis: Any = None
         self._fast: Any = None
         self._io: Any = None  # the IO thread's own connection, for its writes
-        self._inflight: tuple[list[str], int] | None = None  # a write sent, its answer not yet read
+        # Writes sent from the IO thread, their answers not yet read: texts, first seq, when sent.
+        self._inflight: deque[tuple[list[str], int, float]] = deque()
+        self._head: tuple[str | None, bytes] = (None, b"")  # the packed start of a write, and its token
         self._acquire_script: Any = None
         self._renew_script: Any = None
         self._release_script: Any = None
@@ -189,7 +234,7 @@ class Shared:
         self._pending: deque[list[str]] = deque()  # appended by the IO thread, batch lock held
         self._dropped = 0  # texts dropped while Redis was unreachable (seq moves past them)
         self._changed = False
-        self._published_at = 0.0
+        self._rate = RateLimit(_publish_rate(), BURST)
         self._publish_lock = threading.Lock()  # one writer at a time: the IO thread or the share thread
         self._degraded = False  # the IO thread's last write failed: the share thread writes
         self._lease_lost = False  # a write was fenced off: step down
@@ -374,7 +419,6 @@ class Shared:
             return False
         self.token = token.decode() if isinstance(token, bytes) else str(token)
         self._lease_lost = self._degraded = False
-        self._inflight = None
         self._runs += 1
         self.run = f"{self.member}#{self._runs}"
         self.seq = 0
@@ -388,6 +432,9 @@ class Shared:
             self.feed._lead_relay(self)
         with self._publish_lock:
             self._write_snapshot(self.feed._snapshot_texts(state))
+        if self._lease_lost:  # taken over already: never open the connection
+            self._step_down(release=False)
+            return False
         now = time.monotonic()
         self._next_renew = now + self.lease / 3
         self._next_snapshot = now + SNAPSHOT_EVERY
@@ -458,21 +505,23 @@ class Shared:
 
     def flush(self, now: float) -> float | None:
         """The IO thread's hook, after each read and when its wait times out: write what is
-        queued once ``PUBLISH_GAP`` has passed since the last write.
+        queued as one entry, at most ``PUBLISH_RATE`` times a second.
 
         Returns when to call again (``None``: nothing waits). The IO thread, awake
-        anyway, writes on a connection of its own and never waits for the answer:
-        it collects it at its next call, before the next write (one write in
-        flight). A share thread that did the writes, waiting for each answer,
-        cost the leader about twice its unshared CPU (benchmarks/share.py). On
-        any failure the share thread takes the writes over.
+        anyway, writes on a connection of its own and never waits for an answer:
+        it reads the answers that have come, in order, every ``COLLECT_AFTER``
+        (or ``IN_FLIGHT`` writes). A share thread that did the writes, waiting for
+        each answer, cost the leader about twice its unshared CPU, and reading
+        each answer before the next write a quarter more than reading them
+        together (benchmarks/share.py). On any failure the share thread takes the
+        writes over.
         """
         if self.token is None or self._degraded or self._lease_lost:
             return None
-        if not self._pending and self._inflight is None:
+        if not self._pending and not self._inflight:
             return None
         if not self._publish_lock.acquire(blocking=False):
-            return now + PUBLISH_GAP  # the share thread is writing (a snapshot): soon again
+            return now + 0.001  # the share thread is writing (a snapshot): soon again
         try:
             return self._flush(now)
         except Exception as exc:
@@ -482,69 +531,77 @@ class Shared:
             self._publish_lock.release()
 
     def _flush(self, now: float) -> float | None:
-        if self._inflight is not None and not self._collect(wait=False):
-            return now + 0.0005  # the answer is not in yet
+        inflight = self._inflight
+        if inflight and (len(inflight) >= IN_FLIGHT or now >= inflight[0][2] + COLLECT_AFTER):
+            self._collect(wait=False)
+        if len(inflight) >= IN_FLIGHT:
+            return now + 0.001  # Redis is behind: back for its answers
+        collect = inflight[0][2] + COLLECT_AFTER if inflight else None
         if not self._pending:
-            return None
-        due = self._published_at + PUBLISH_GAP
-        if now < due:
-            return due
-        self._send(self._take())
-        return now + 0.001  # back for the answer, even if no data comes meanwhile
+            return collect
+        due = self._rate.take(now)
+        if due is not None:
+            return due if collect is None else min(due, collect)
+        self._send(self._take(), now)
+        return inflight[0][2] + COLLECT_AFTER
 
-    def _send(self, texts: list[str]) -> None:
+    def _send(self, texts: list[str], now: float) -> None:
         """Send one entry on the IO thread's connection without waiting (``_publish_lock`` held)."""
         if self._dropped:
             self.seq += self._dropped  # followers see the gap and resync
             self._dropped = 0
-        args = (self.k_lease, self.k_stream, self.token, MAXLEN, self.run, self.seq, len(texts), _join(texts))
-        self._inflight = (texts, self.seq)
+        head, token = self._head, self.token
+        assert token is not None
+        if head[0] != token:  # packed once a term: what stays the same in every write
+            fixed = ("EVALSHA", self._publish_script.sha, 2, self.k_lease, self.k_stream, token)
+            head = self._head = (token, _pack_head(12, *fixed, MAXLEN, self.run))
+        tail = (self.seq, len(texts), _join(texts), KEEP_MS)
+        self._inflight.append((texts, self.seq, now))
         self.seq += len(texts)
-        self._published_at = time.monotonic()
-        self._io.send_command("EVALSHA", self._publish_script.sha, 2, *args, KEEP_MS)
+        # Packed here: redis-py's pack_command took a fifth of a write's CPU (benchmarks/share.py).
+        self._io.send_packed_command([head[1] + _pack_args(*tail)], check_health=False)
 
-    def _collect(self, *, wait: bool) -> bool:
-        """Read the answer to the write in flight (``_publish_lock`` held); False: not in yet."""
-        import redis
-
+    def _collect(self, *, wait: bool) -> None:
+        """Read the answers to the writes in flight that have come (all of them if ``wait``),
+        oldest first (``_publish_lock`` held). An error answer raises: the share thread
+        writes again what was not answered."""
         inflight, io = self._inflight, self._io
-        assert inflight is not None
-        if not wait and not io.can_read(timeout=0):
-            if time.monotonic() - self._published_at > IO_TIMEOUT:
-                raise TimeoutError("Redis did not answer a write")
-            return False
-        texts, seq = inflight
-        self._inflight = None
-        try:
-            written = io.read_response()
-        except redis.exceptions.NoScriptError:  # a restarted Redis: load the script, send again
-            self._fast.script_load(_PUBLISH)
-            self._pending.appendleft(texts)
-            self.seq = seq
-            return True
-        if written is None:  # fenced off: another process leads now
-            self._lease_lost = True
-            self._wake.set()
-            return True
-        self.relayed += len(texts)
-        self._changed = True
-        return True
+        while inflight and (wait or io.can_read(timeout=0)):
+            written = io.read_response()  # after the first, read from what the first recv took
+            texts = inflight.popleft()[0]
+            if written is None:  # fenced off: another process leads now
+                self._lease_lost = True
+                self._wake.set()
+                inflight.clear()
+                io.disconnect()  # the answers still to come are of fenced writes too
+                return
+            self.relayed += len(texts)
+            self._changed = True
+        if inflight and time.monotonic() - inflight[0][2] > IO_TIMEOUT:
+            raise TimeoutError("Redis did not answer a write")
 
     def _io_failed(self, exc: BaseException) -> None:
-        """A write from the IO thread failed: its texts go back in line; the share thread writes."""
+        """A write from the IO thread failed: unanswered texts go back in line; the share
+        thread writes from here (and, for a restarted Redis, loads the script again)."""
         log.debug("a write from the IO thread failed (%s): the share thread takes over", _reason(exc))
-        if self._inflight is not None:
-            texts, seq = self._inflight
-            self._inflight = None
-            self._pending.appendleft(texts)  # maybe written after all: followers skip a repeat
-            self.seq = seq
-        self._io.disconnect()
+        self._forget_inflight()
         self._degraded = True
         self._wake.set()
 
+    def _forget_inflight(self) -> None:
+        """Put what was sent but not answered back in line; drop the connection its answers
+        would come on (``_publish_lock`` held)."""
+        inflight = self._inflight
+        if inflight:
+            self.seq = inflight[0][1]
+            for texts, _, _ in reversed(inflight):
+                self._pending.appendleft(texts)  # maybe written after all: followers skip a repeat
+            inflight.clear()
+        self._io.disconnect()
+
     def _settle_io(self) -> None:
-        """The share thread, before writing itself: the IO thread's write in flight is answered."""
-        if self._inflight is not None:
+        """The share thread, before writing itself: the IO thread's writes in flight are answered."""
+        if self._inflight:
             try:
                 self._collect(wait=True)
             except Exception as exc:
@@ -578,7 +635,6 @@ class Shared:
             self._lease_lost = True
             self._wake.set()
             return
-        self._published_at = time.monotonic()
         self.seq += len(texts)
         self.relayed += len(texts)
         self._changed = True
@@ -616,8 +672,9 @@ class Shared:
             keys=[self.k_lease, self.k_stream, self.k_snap], args=[self.token, body, KEEP_MS]
         )
         self._changed = False
-        if after is None:
-            self._step_down(release=False)
+        if after is None:  # fenced off: the share thread steps down at its next turn
+            self._lease_lost = True
+            self._wake.set()
 
     def _step_down(self, *, release: bool) -> None:
         """Stop leading: close the WebSocket first, then (if asked) free the lease."""
@@ -627,6 +684,10 @@ class Shared:
         with self.feed._batch:
             self.feed._lead_relay(None)
             self._pending.clear()
+        with self._publish_lock:
+            if self._inflight:  # answers a next term must not take for its own
+                self._inflight.clear()
+                self._io.disconnect()
         self.feed._unlead()
         self.role, self.leader = "follower", None
         self._synced = False
@@ -807,6 +868,20 @@ class Shared:
 
 
 _STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
+
+
+def _pack_head(count: int, *args: str | int) -> bytes:
+    """The start of a Redis command of ``count`` arguments, packed as redis-py packs it (RESP)."""
+    return b"*%d\r\n" % count + _pack_args(*args)
+
+
+def _pack_args(*args: str | int) -> bytes:
+    """Arguments of a Redis command (RESP bulk strings), as redis-py packs them."""
+    out = []
+    for arg in args:
+        data = arg.encode() if isinstance(arg, str) else b"%d" % arg
+        out.append(b"$%d\r\n%b\r\n" % (len(data), data))
+    return b"".join(out)
 
 
 def _join(texts: list[str]) -> str:

@@ -210,6 +210,54 @@ def test_order_updates_reach_every_follower_once_in_order_and_a_redis_restart_is
         assert len(sim.connections()) == 1
 
 
+def test_a_leader_fenced_with_writes_in_flight_steps_down_then_leads_again_cleanly(
+    redis_server: RedisServer, sim: Simulator, client: Any
+) -> None:
+    """Writes go out several before their answers are read: a lease lost meanwhile (here taken
+    by a process that then goes away) stops them, and the next term starts on a clean
+    connection, never reading the old term's answers as its own."""
+    leader = shared_leader(client, redis_server)
+    follower: AgentExchangeWS = client(share=redis_server.url)
+    follower.wait_connected(10)
+    sim.pause_market()
+    r = redis_server.client()
+    sim.tick("BTCUSDT", "59999.5")
+    eventually(lambda: follower.get_cached_price("BTCUSDT") == Decimal("59999.5"), 10, "the first price")
+    lease = next(iter(r.scan_iter("agentx_sync:*:lease")))
+    stream = next(iter(r.scan_iter("agentx_sync:*:feed")))
+    changes = leader.health().lease_changes + follower.health().lease_changes
+    r.set(lease, b"999999:elsewhere:1:deadbeef", px=int(LEASE * 1000))  # another process leads now
+    entries_then = r.xlen(stream)
+    for i in range(200):  # prices the leader applies, one at a time, but can no longer publish
+        if leader.health().role != "leader":
+            break
+        price = f"{60000 + i}.5"
+        sim.tick("BTCUSDT", price)
+        eventually(
+            lambda p=price: (
+                leader.get_cached_price("BTCUSDT") == Decimal(p) or leader.health().role != "leader"
+            ),  # type: ignore[misc]
+            10,
+            "a price",
+        )
+    eventually(lambda: leader.health().role != "leader", 10, "the fenced leader steps down")
+    assert r.xlen(stream) == entries_then  # nothing was written after the lease was gone
+    r.delete(lease)  # the other process goes away: this one (or the follower) leads again
+    eventually(lambda: leader.health().role == "leader" or follower.health().role == "leader", TAKEOVER)
+
+    def both_see(price: str) -> bool:
+        sim.tick("BTCUSDT", price)  # (again until then: the new leader's connection may be opening)
+        return leader.get_cached_price("BTCUSDT") == follower.get_cached_price("BTCUSDT") == Decimal(price)
+
+    eventually(lambda: both_see("61234.5"), TAKEOVER, "prices flow again to both")
+    for i in range(20):  # the new term keeps its lease while it writes
+        eventually(lambda p=f"{61235 + i}.5": both_see(p), 10, "the next price")  # type: ignore[misc]
+    h, f = leader.health(), follower.health()
+    assert h.lease_changes + f.lease_changes <= changes + 2  # one step down, one new term: no churn
+    assert (h.role, f.role) in (("leader", "follower"), ("follower", "leader"))
+    r.close()
+
+
 def test_a_late_follower_starts_from_a_full_snapshot(
     redis_server: RedisServer, sim: Simulator, client: Any
 ) -> None:

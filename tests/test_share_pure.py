@@ -1,4 +1,5 @@
-"""The shared feed's pure parts, as plain calls: wire encoders, interest, names, entries."""
+"""The shared feed's pure parts, as plain calls: wire encoders, interest, names, entries,
+the write rate and the packing of a write."""
 
 from __future__ import annotations
 
@@ -12,7 +13,17 @@ from agentx_sync.dialects.agentexchange import Interest, decode, encode
 from agentx_sync.dialects.nexgent import InitialData, encode_initial, encode_prices, parse_position
 from agentx_sync.dialects.nexgent import decode as ndecode
 from agentx_sync.models import PriceBatch
-from agentx_sync.share import _join, _split, _who, safe_redis_url
+from agentx_sync.share import (
+    PUBLISH_RATE,
+    RateLimit,
+    _join,
+    _pack_args,
+    _pack_head,
+    _publish_rate,
+    _split,
+    _who,
+    safe_redis_url,
+)
 from agentx_sync.state import PositionBook
 
 MESSAGES: list[dict[str, Any]] = [
@@ -153,3 +164,56 @@ def test_names_and_entries() -> None:
     assert _who("3:host-a:4242:abcdef12") == "host-a:4242" and _who("garbage") == "?"
     for texts in (["a"], ['{"x":1}', '{"y":2}'], ["with\x00nul", "b"], ["\x01first"]):
         assert _split(_join(texts)) == texts
+
+
+def test_a_write_is_packed_as_redis_py_packs_it() -> None:
+    import redis
+
+    args = ("EVALSHA", "a" * 40, 2, "k:lease", "k:feed", "7:host:42:ab", 10_000, "host:42:ab#1")
+    tail = (123_456, 3, '{"x":"\u20ac"}\x00{"y":2}\x00é', 86_400_000)
+    packed = b"".join(redis.Connection().pack_command(*args, *tail))
+    assert _pack_head(12, *args) + _pack_args(*tail) == packed
+
+
+def test_the_write_rate_lets_a_feed_at_its_pace_through_and_spaces_a_faster_one() -> None:
+    rate = RateLimit(1000.0, 2.0)
+    # Reads every 1 ms, some 0.2 ms late: none is held back.
+    for i in range(1_000):
+        assert rate.take(i * 0.001 + (0.0002 if i % 3 else 0.0)) is None
+    # Reads every 0.1 ms: the burst at once, then one write a millisecond; a held read is
+    # told when it may go, never more than a millisecond away.
+    start, written, now = 1.0, 0, 1.0
+    while now < start + 0.1:
+        due = rate.take(now)
+        if due is None:
+            written += 1
+        else:
+            assert now < due <= now + 0.001
+        now += 0.0001
+    assert 100 <= written <= 102
+    # After a quiet spell only the burst is banked.
+    now += 1.0
+    assert rate.take(now) is None and rate.take(now) is None and rate.take(now) is not None
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, PUBLISH_RATE),
+        ("250", 250.0),
+        ("1e6", 1e6),
+        ("0", PUBLISH_RATE),
+        ("-5", PUBLISH_RATE),
+        ("inf", PUBLISH_RATE),
+        ("nan", PUBLISH_RATE),
+        ("fast", PUBLISH_RATE),
+    ],
+)
+def test_the_write_rate_setting_is_read_warily(
+    value: str | None, expected: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if value is None:
+        monkeypatch.delenv("AGENTX_SYNC_PUBLISH_RATE", raising=False)
+    else:
+        monkeypatch.setenv("AGENTX_SYNC_PUBLISH_RATE", value)
+    assert _publish_rate() == expected
