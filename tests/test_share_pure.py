@@ -171,7 +171,8 @@ def test_a_write_is_packed_as_redis_py_packs_it() -> None:
 
     args = ("EVALSHA", "a" * 40, 2, "k:lease", "k:feed", "7:host:42:ab", 10_000, "host:42:ab#1")
     tail = (123_456, 3, '{"x":"\u20ac"}\x00{"y":2}\x00é', 86_400_000)
-    packed = b"".join(redis.Connection().pack_command(*args, *tail))
+    connection = redis.Connection()  # type: ignore[no-untyped-call]
+    packed = b"".join(connection.pack_command(*args, *tail))  # type: ignore[no-untyped-call]
     assert _pack_head(12, *args) + _pack_args(*tail) == packed
 
 
