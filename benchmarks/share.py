@@ -265,7 +265,7 @@ def relay_run(n: int, followers: int = 2) -> dict[str, float]:
                 shared.relay(events, read)
             shared.flush(time.monotonic())  # then write, outside it
             sent += 200
-        while shared._pending or shared._inflight is not None:
+        while shared._pending or shared._inflight:
             shared.flush(time.monotonic())
             step.wait(0.001)
         results = [result(p) for p in procs]
