@@ -62,10 +62,11 @@ SNAPSHOT_EVERY = 5.0
 #: Items (reads) the leader holds for Redis while it is unreachable; older ones are dropped.
 MAX_PENDING = 10_000
 #: Writes a second a leader makes at most (bursts of ``BURST``): a read waits at most
-#: 1/PUBLISH_RATE s for its write while the feed outruns the rate. A write costs about
-#: 80 µs of the leader's CPU on the benchmark machine, so the rate bounds what sharing
-#: costs however small the reads (benchmarks/share.py measures the trade). The
-#: environment variable ``AGENTX_SYNC_PUBLISH_RATE`` sets it.
+#: 1/PUBLISH_RATE s for its write while the feed's reads come faster. It bounds the
+#: entries a second in Redis and the wake-ups of every follower, however small the
+#: reads; a write costs the leader about 80 µs of CPU on the benchmark machine, and
+#: waking for a held read about as much (benchmarks/share.py). The environment
+#: variable ``AGENTX_SYNC_PUBLISH_RATE`` sets it.
 PUBLISH_RATE = 1000.0
 BURST = 2.0
 #: Writes the IO thread sends before it reads their answers: at most this many, and the

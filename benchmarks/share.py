@@ -1,6 +1,6 @@
 """The shared feed (``share=``): what Redis adds, measured side by side in one run.
 
-    pip install -e '.[sim,fast,redis]' && python benchmarks/share.py    # about 10 minutes; needs redis-server
+    pip install -e '.[sim,fast,redis]' && python benchmarks/share.py    # about 6 minutes; needs redis-server
 
 Every figure comes from this one run on this machine, against a redis-server
 started here (loopback, persistence off) and the loopback feed of
