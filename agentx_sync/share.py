@@ -335,9 +335,11 @@ class Shared:
                 )
             else:
                 # Our own pool with the caller's settings (host, password, TLS...), answering in
-                # bytes whatever ``decode_responses`` says; closed with the client.
+                # bytes whatever ``decode_responses`` says, writing UTF-8 whatever ``encoding``
+                # says (followers read UTF-8, and any text must go through); closed with the client.
                 pool = self._target.connection_pool
-                kwargs = {**pool.connection_kwargs, "decode_responses": False}
+                utf8 = {"encoding": "utf-8", "encoding_errors": "strict"}
+                kwargs = {**pool.connection_kwargs, "decode_responses": False, **utf8}
                 client = redis.Redis(
                     connection_pool=type(pool)(connection_class=pool.connection_class, **kwargs)
                 )

@@ -346,6 +346,38 @@ def test_a_wrong_redis_password_is_refused_for_good(client: Any, caplog: pytest.
         server.stop()
 
 
+def test_a_redis_client_with_another_encoding_still_relays_any_text(
+    redis_server: RedisServer,
+    nsim: NexgentSimulator,
+    agent: str,
+    nclient: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A redis-py client set to latin-1 (which cannot hold "€" or "🐸"): the library writes
+    UTF-8 on its own pool, so leader and follower hold the same positions and names."""
+    import redis
+
+    # Without hiredis, as redis-py runs when the [redis] extra is not installed: then
+    # redis-py packs commands with the client's encoding (hiredis always packs UTF-8).
+    monkeypatch.setattr(redis.connection, "HIREDIS_AVAILABLE", False)
+    given = redis.Redis(host="127.0.0.1", port=redis_server.port, encoding="latin-1")
+    nsim.open_position(agent, symbol="€URO", purchase_price=0.0002, notify=False)
+    leader: NexgentWS = nclient(share=given)
+    leader.wait_connected(10)
+    follower: NexgentWS = nclient(share=given)
+    follower.wait_connected(10)  # from the snapshot
+    nsim.open_position(agent, symbol="PEPE🐸", purchase_price=0.0001)  # through the stream
+    symbols = {"€URO", "PEPE🐸"}
+    eventually(lambda: {p.token_symbol for p in follower.get_positions()} == symbols, 10, "both positions")
+    mine, theirs = (
+        sorted(ws.get_positions(), key=lambda p: str(p.token_symbol)) for ws in (leader, follower)
+    )
+    assert mine == theirs
+    assert (leader.health().role, follower.health().role) == ("leader", "follower")
+    assert follower.health().bad_messages == 0
+    given.close()
+
+
 def test_a_refused_rediss_certificate_is_a_clear_error(
     tmp_path: Any, client: Any, caplog: pytest.LogCaptureFixture
 ) -> None:

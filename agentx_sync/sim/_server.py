@@ -66,7 +66,9 @@ class SimConnection:
             pass
 
     async def send_json(self, message: dict[str, Any]) -> None:
-        await self.send(json.dumps(message, separators=(",", ":")))
+        # As both servers write JSON: compact, and UTF-8 as it is (Starlette's send_json and
+        # Node's JSON.stringify escape no non-ASCII character).
+        await self.send(json.dumps(message, separators=(",", ":"), ensure_ascii=False))
 
     def abort(self) -> None:
         """Drop the TCP connection at once: a reset, with no close frame."""
