@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+import redis
 
 from agentx_sync import AgentExchangeWS, NexgentWS
 from agentx_sync.errors import ShareError, ShareRefusedError
@@ -60,6 +61,18 @@ def shared_leader(client: Any, redis_server: RedisServer, *symbols: str) -> Agen
     leader.wait_connected(10)
     assert leader.health().role == "leader"
     return leader
+
+
+def leader_and_follower(
+    client: Any, redis_server: RedisServer, sim: Simulator
+) -> tuple[AgentExchangeWS, AgentExchangeWS, redis.Redis]:
+    """An in-process leader of BTCUSDT and a follower, the market quiet (only the test's own
+    ticks), and a Redis client to look at what they wrote."""
+    leader = shared_leader(client, redis_server)
+    follower: AgentExchangeWS = client(share=redis_server.url)
+    follower.wait_connected(10)
+    sim.pause_market()
+    return leader, follower, redis_server.client()
 
 
 def all_see(members: list[Member], symbol: str, price: str, sim: Simulator) -> None:
@@ -216,11 +229,7 @@ def test_a_leader_fenced_with_writes_in_flight_steps_down_then_leads_again_clean
     """Writes go out several before their answers are read: a lease lost meanwhile (here taken
     by a process that then goes away) stops them, and the next term starts on a clean
     connection, never reading the old term's answers as its own."""
-    leader = shared_leader(client, redis_server)
-    follower: AgentExchangeWS = client(share=redis_server.url)
-    follower.wait_connected(10)
-    sim.pause_market()
-    r = redis_server.client()
+    leader, follower, r = leader_and_follower(client, redis_server, sim)
     sim.tick("BTCUSDT", "59999.5")
     eventually(lambda: follower.get_cached_price("BTCUSDT") == Decimal("59999.5"), 10, "the first price")
     lease = next(iter(r.scan_iter("agentx_sync:*:lease")))
@@ -487,11 +496,7 @@ def test_the_demo_shares_its_feed(redis_server: RedisServer) -> None:
 def test_entries_no_leader_wrote_are_counted_and_skipped(
     redis_server: RedisServer, sim: Simulator, client: Any
 ) -> None:
-    leader = shared_leader(client, redis_server)
-    follower: AgentExchangeWS = client(share=redis_server.url)
-    follower.wait_connected(10)
-    sim.pause_market()
-    r = redis_server.client()
+    leader, follower, r = leader_and_follower(client, redis_server, sim)
     sim.tick("BTCUSDT", "65000.5")
     stream = eventually(lambda: next(iter(r.scan_iter("agentx_sync:*:feed")), None), 10, "the stream")
     garbage: list[dict[str, Any]] = [
